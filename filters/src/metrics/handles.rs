@@ -1,0 +1,419 @@
+//! Metric handles, resolved once per label set and cached.
+
+use std::{collections::HashMap, sync::Arc};
+
+use arc_swap::ArcSwap;
+use http::{uri::Authority, StatusCode};
+use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
+use tokio::time::Instant;
+
+use super::{labels, names, RouteTable};
+use crate::classify::{ErrorType, Failure, FailureCategory, GrpcCode};
+
+/// Which side of the proxy a set of metrics describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Requests the proxy receives: `http_server_*`.
+    Server,
+    /// Requests the proxy sends: `http_client_*`, labelled with `server_address`.
+    Client,
+}
+
+/// Settings of the RED metrics.
+#[derive(Clone, Debug)]
+pub struct MetricsConfig {
+    /// Label sets per metric before new ones go to the overflow series.
+    pub series_limit: usize,
+}
+
+/// The RED metrics of one side of one listener.
+pub struct HttpMetrics {
+    side: Side,
+    recorder: Arc<dyn Recorder + Send + Sync>,
+    routes: RouteTable,
+    series: ArcSwap<HashMap<SeriesKey, Arc<Series>>>,
+    insert: parking_lot::Mutex<()>,
+    series_limit: usize,
+    overflow_series: std::sync::OnceLock<Arc<Series>>,
+    overflow: Counter,
+    active: HashMap<(&'static str, &'static str), Gauge>,
+    request_size: HashMap<&'static str, Histogram>,
+}
+
+/// One request being measured. Records when [`finish`](Self::finish)ed, or
+/// as `cancelled` when dropped unfinished (the client went away).
+pub struct RequestRecording {
+    metrics: Arc<HttpMetrics>,
+    start: Instant,
+    method: &'static str,
+    protocol: &'static str,
+    scheme: &'static str,
+    route: Option<usize>,
+    server: Option<Authority>,
+    active: Option<Gauge>,
+    finished: bool,
+}
+
+/// How a measured request ended.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Outcome {
+    /// Response status, when a response was produced.
+    pub status: Option<StatusCode>,
+    /// gRPC status, from trailers or a trailers-only response.
+    pub grpc: Option<GrpcCode>,
+    /// A failure known before classification (set by the proxy's rescue layer).
+    pub failure: Option<Failure>,
+    /// The client went away before the end.
+    pub cancelled: bool,
+    /// Response body bytes sent.
+    pub response_bytes: u64,
+}
+
+struct Series {
+    duration: Histogram,
+    response_size: Option<Histogram>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct SeriesKey {
+    method: &'static str,
+    status: Option<StatusCode>,
+    route: Option<usize>,
+    protocol: &'static str,
+    scheme: &'static str,
+    error_type: Option<ErrorTypeLabel>,
+    category: Option<FailureCategory>,
+    grpc: Option<GrpcCode>,
+    server: Option<Authority>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum ErrorTypeLabel {
+    Typed(ErrorType),
+    Cancelled,
+}
+
+const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER",
+];
+const SCHEMES: [&str; 2] = ["http", "https"];
+
+fn metadata() -> Metadata<'static> {
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()))
+}
+
+// === impl HttpMetrics ===
+
+impl HttpMetrics {
+    /// Creates the metrics of one side, registering the fixed series now so
+    /// that the request path only looks handles up.
+    pub fn new(
+        side: Side,
+        recorder: Arc<dyn Recorder + Send + Sync>,
+        routes: RouteTable,
+        config: &MetricsConfig,
+    ) -> Arc<Self> {
+        let md = metadata();
+        let overflow = recorder.register_counter(
+            &Key::from_parts(names::OVERFLOW, vec![Label::new("metric", duration_name(side))]),
+            &md,
+        );
+        let mut active = HashMap::new();
+        let mut request_size = HashMap::new();
+        if side == Side::Server {
+            for method in METHODS {
+                for scheme in SCHEMES {
+                    let key = Key::from_parts(
+                        names::SERVER_ACTIVE,
+                        vec![
+                            Label::new("http_request_method", method),
+                            Label::new("url_scheme", scheme),
+                        ],
+                    );
+                    active.insert((method, scheme), recorder.register_gauge(&key, &md));
+                }
+                let key = Key::from_parts(
+                    names::SERVER_REQUEST_SIZE,
+                    vec![Label::new("http_request_method", method)],
+                );
+                request_size.insert(method, recorder.register_histogram(&key, &md));
+            }
+        }
+        Arc::new(Self {
+            side,
+            recorder,
+            routes,
+            series: ArcSwap::default(),
+            insert: parking_lot::Mutex::new(()),
+            series_limit: config.series_limit,
+            overflow_series: std::sync::OnceLock::new(),
+            overflow,
+            active,
+            request_size,
+        })
+    }
+
+    /// The route table used to name requests.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// The request body size histogram for a method label.
+    pub fn request_size(&self, method: &'static str) -> Option<&Histogram> {
+        self.request_size.get(method)
+    }
+
+    /// Starts measuring a request.
+    pub fn start(
+        self: &Arc<Self>,
+        method: &http::Method,
+        version: http::Version,
+        scheme: &'static str,
+        route: Option<usize>,
+        server: Option<Authority>,
+    ) -> RequestRecording {
+        let method = labels::method_label(method);
+        let active = self.active.get(&(method, scheme)).cloned();
+        if let Some(g) = &active {
+            g.increment(1.0);
+        }
+        RequestRecording {
+            metrics: self.clone(),
+            start: Instant::now(),
+            method,
+            protocol: labels::protocol_label(version),
+            scheme,
+            route,
+            server,
+            active,
+            finished: false,
+        }
+    }
+
+    fn series(&self, key: SeriesKey) -> Arc<Series> {
+        if let Some(s) = self.series.load().get(&key) {
+            return s.clone();
+        }
+        let _guard = self.insert.lock();
+        let current = self.series.load_full();
+        if let Some(s) = current.get(&key) {
+            return s.clone();
+        }
+        if current.len() >= self.series_limit {
+            self.overflow.increment(1);
+            // Registered on first use so that a healthy process shows no overflow series.
+            return self
+                .overflow_series
+                .get_or_init(|| {
+                    Arc::new(Series {
+                        duration: self.recorder.register_histogram(
+                            &Key::from_parts(
+                                duration_name(self.side),
+                                vec![Label::new("overflow", "true")],
+                            ),
+                            &metadata(),
+                        ),
+                        response_size: None,
+                    })
+                })
+                .clone();
+        }
+        let series = Arc::new(self.register(&key));
+        let mut next = HashMap::clone(&current);
+        next.insert(key, series.clone());
+        self.series.store(Arc::new(next));
+        series
+    }
+
+    fn register(&self, key: &SeriesKey) -> Series {
+        let mut labels = Vec::with_capacity(9);
+        labels.push(Label::new("http_request_method", key.method));
+        if let Some(status) = key.status {
+            labels.push(Label::new(
+                "http_response_status_code",
+                crate::classify::status_str(status),
+            ));
+        }
+        let route = key
+            .route
+            .and_then(|i| self.routes.routes().get(i))
+            .map(|(_, name)| name.to_string())
+            .unwrap_or_default();
+        labels.push(Label::new("http_route", route));
+        labels.push(Label::new("network_protocol_version", key.protocol));
+        labels.push(Label::new("url_scheme", key.scheme));
+        if let Some(error_type) = key.error_type {
+            let value = match error_type {
+                ErrorTypeLabel::Typed(t) => t.as_str(),
+                ErrorTypeLabel::Cancelled => "cancelled".into(),
+            };
+            labels.push(Label::new("error_type", value));
+        }
+        if let Some(category) = key.category {
+            labels.push(Label::new("failure_category", category.as_str()));
+        }
+        if let Some(grpc) = key.grpc {
+            labels.push(Label::new("rpc_grpc_status_code", grpc.as_str()));
+        }
+        if let Some(server) = &key.server {
+            labels.push(Label::new("server_address", server.host().to_string()));
+            labels.push(Label::new(
+                "server_port",
+                server.port_u16().unwrap_or(80).to_string(),
+            ));
+        }
+        let md = metadata();
+        let duration = self
+            .recorder
+            .register_histogram(&Key::from_parts(duration_name(self.side), labels.clone()), &md);
+        let response_size = (self.side == Side::Server).then(|| {
+            self.recorder
+                .register_histogram(&Key::from_parts(names::SERVER_RESPONSE_SIZE, labels), &md)
+        });
+        Series {
+            duration,
+            response_size,
+        }
+    }
+}
+
+fn duration_name(side: Side) -> &'static str {
+    match side {
+        Side::Server => names::SERVER_DURATION,
+        Side::Client => names::CLIENT_DURATION,
+    }
+}
+
+// === impl RequestRecording ===
+
+impl RequestRecording {
+    /// Records the request's outcome.
+    pub fn finish(mut self, outcome: Outcome) {
+        self.record(outcome);
+    }
+
+    fn record(&mut self, outcome: Outcome) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        if let Some(g) = self.active.take() {
+            g.decrement(1.0);
+        }
+        let failure = match outcome.failure {
+            Some(f) => Ok(Some(f)),
+            None => match outcome.status {
+                Some(status) => crate::classify::classify_response(status, outcome.grpc),
+                None => Ok(None),
+            },
+        };
+        let (error_type, category) = match (outcome.cancelled, failure) {
+            (_, Ok(Some(f))) => (Some(ErrorTypeLabel::Typed(f.error_type)), Some(f.category)),
+            (true, _) | (_, Err(crate::classify::Cancelled)) => {
+                (Some(ErrorTypeLabel::Cancelled), None)
+            }
+            (false, Ok(None)) => (None, None),
+        };
+        let key = SeriesKey {
+            method: self.method,
+            status: outcome.status,
+            route: self.route,
+            protocol: self.protocol,
+            scheme: self.scheme,
+            error_type,
+            category,
+            grpc: outcome.grpc,
+            server: self.server.take(),
+        };
+        let series = self.metrics.series(key);
+        series.duration.record(self.start.elapsed().as_secs_f64());
+        if let Some(size) = &series.response_size {
+            size.record(outcome.response_bytes as f64);
+        }
+    }
+}
+
+impl Drop for RequestRecording {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.record(Outcome {
+                cancelled: true,
+                ..Outcome::default()
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    fn metrics(side: Side, limit: usize) -> (Arc<HttpMetrics>, metrics_exporter_prometheus::PrometheusHandle) {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let m = HttpMetrics::new(
+            side,
+            Arc::new(recorder),
+            RouteTable::new([("/api", "api")]),
+            &MetricsConfig {
+                series_limit: limit,
+            },
+        );
+        (m, handle)
+    }
+
+    #[test]
+    fn records_labels_of_a_failure() {
+        let (m, handle) = metrics(Side::Server, 100);
+        let rec = m.start(&http::Method::GET, http::Version::HTTP_2, "http", Some(0), None);
+        rec.finish(Outcome {
+            status: Some(StatusCode::OK),
+            grpc: Some(GrpcCode(5)),
+            ..Outcome::default()
+        });
+        let text = handle.render();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("http_server_request_duration_seconds_count"))
+            .unwrap();
+        for want in [
+            "http_request_method=\"GET\"",
+            "http_response_status_code=\"200\"",
+            "http_route=\"api\"",
+            "network_protocol_version=\"2\"",
+            "error_type=\"NOT_FOUND\"",
+            "failure_category=\"VALIDATION\"",
+            "rpc_grpc_status_code=\"5\"",
+            "url_scheme=\"http\"",
+        ] {
+            assert!(line.contains(want), "{want} missing in {line}");
+        }
+        assert!(text.contains("http_server_active_requests{http_request_method=\"GET\",url_scheme=\"http\"} 0"));
+    }
+
+    #[test]
+    fn dropped_recording_is_cancelled_not_failed() {
+        let (m, handle) = metrics(Side::Server, 100);
+        drop(m.start(&http::Method::POST, http::Version::HTTP_11, "http", None, None));
+        let text = handle.render();
+        assert!(text.contains("error_type=\"cancelled\""), "{text}");
+        assert!(!text.contains("failure_category"), "{text}");
+    }
+
+    #[test]
+    fn series_cap_overflows_into_one_series() {
+        let (m, handle) = metrics(Side::Client, 2);
+        for status in [200u16, 201, 202, 203] {
+            let authority: Authority = "upstream:8080".parse().unwrap();
+            m.start(&http::Method::GET, http::Version::HTTP_11, "http", None, Some(authority))
+                .finish(Outcome {
+                    status: Some(StatusCode::from_u16(status).unwrap()),
+                    ..Outcome::default()
+                });
+        }
+        let text = handle.render();
+        assert!(text.contains("sidetrace_metric_overflow_total{metric=\"http_client_request_duration_seconds\"} 2"), "{text}");
+        assert!(text.contains("http_client_request_duration_seconds_count{overflow=\"true\"} 2"), "{text}");
+        assert!(text.contains("server_address=\"upstream\""), "{text}");
+    }
+}
