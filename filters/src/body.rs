@@ -160,9 +160,7 @@ mod tests {
         fn on_eos(self, eos: Eos<'_>, bytes: u64) {
             let what = match eos {
                 Eos::Done { trailers: None } => "done".to_string(),
-                Eos::Done {
-                    trailers: Some(t),
-                } => format!("trailers:{}", t.len()),
+                Eos::Done { trailers: Some(t) } => format!("trailers:{}", t.len()),
                 Eos::Error(e) => format!("error:{e}"),
                 Eos::Cancelled => "cancelled".to_string(),
             };
@@ -187,7 +185,11 @@ mod tests {
         let body = EosBody::new(http_body_util::Empty::<Bytes>::new(), rec.clone());
         assert_eq!(*rec.0.lock(), vec!["done"]);
         drop(body);
-        assert_eq!(rec.0.lock().len(), 1, "drop after end must not report again");
+        assert_eq!(
+            rec.0.lock().len(),
+            1,
+            "drop after end must not report again"
+        );
     }
 
     #[tokio::test]
@@ -199,7 +201,10 @@ mod tests {
             Ok(Frame::data(Bytes::from_static(b"abc"))),
             Ok(Frame::trailers(trailers)),
         ];
-        let body = EosBody::new(StreamBody::new(futures_util::stream::iter(frames)), rec.clone());
+        let body = EosBody::new(
+            StreamBody::new(futures_util::stream::iter(frames)),
+            rec.clone(),
+        );
         let _ = body.collect().await.unwrap();
         assert_eq!(*rec.0.lock(), vec!["trailers:1"]);
         assert_eq!(rec.1.load(Ordering::SeqCst), 3);
@@ -212,7 +217,10 @@ mod tests {
             Ok(Frame::data(Bytes::from_static(b"abc"))),
             Ok(Frame::data(Bytes::from_static(b"def"))),
         ];
-        let mut body = EosBody::new(StreamBody::new(futures_util::stream::iter(frames)), rec.clone());
+        let mut body = EosBody::new(
+            StreamBody::new(futures_util::stream::iter(frames)),
+            rec.clone(),
+        );
         let _first = body.frame().await.unwrap().unwrap();
         drop(body);
         assert_eq!(*rec.0.lock(), vec!["cancelled"]);
@@ -223,7 +231,10 @@ mod tests {
     async fn errors_are_reported() {
         let rec = Record::default();
         let frames: Vec<Result<Frame<Bytes>, crate::Error>> = vec![Err("reset".into())];
-        let body = EosBody::new(StreamBody::new(futures_util::stream::iter(frames)), rec.clone());
+        let body = EosBody::new(
+            StreamBody::new(futures_util::stream::iter(frames)),
+            rec.clone(),
+        );
         assert!(body.collect().await.is_err());
         assert_eq!(*rec.0.lock(), vec!["error:reset"]);
     }

@@ -519,7 +519,13 @@ mod tests {
         let addr: http::uri::Authority = "127.0.0.1:1".parse().unwrap();
         let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         let cases: Vec<(crate::Error, u16, u16, FailureCategory, &str)> = vec![
-            (Box::new(RequestTimeout(Duration::from_secs(1))), 504, 4, Network, "timeout"),
+            (
+                Box::new(RequestTimeout(Duration::from_secs(1))),
+                504,
+                4,
+                Network,
+                "timeout",
+            ),
             (
                 Box::new(UpstreamError {
                     kind: UpstreamErrorKind::Connect,
@@ -542,8 +548,20 @@ mod tests {
                 Network,
                 "upstream_reset",
             ),
-            (Box::new(RateLimited { per_second: 1 }), 429, 8, Validation, "rate_limited"),
-            (Box::new(Overloaded { max: 1 }), 503, 14, Network, "overloaded"),
+            (
+                Box::new(RateLimited { per_second: 1 }),
+                429,
+                8,
+                Validation,
+                "rate_limited",
+            ),
+            (
+                Box::new(Overloaded { max: 1 }),
+                503,
+                14,
+                Network,
+                "overloaded",
+            ),
             (
                 Box::new(CircuitOpen {
                     retry_after: Duration::from_secs(1),

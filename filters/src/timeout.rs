@@ -161,7 +161,10 @@ mod tests {
         }));
         let err = svc.oneshot(()).await.unwrap_err();
         assert!(err.is::<RequestTimeout>());
-        assert_eq!(classify_error(&*err).status, http::StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            classify_error(&*err).status,
+            http::StatusCode::GATEWAY_TIMEOUT
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,1 +1,16 @@
-//! placeholder
+//! sidetrace as a library: the binary is a thin CLI over it, and the
+//! integration tests start proxies in process through [`app::start`].
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod drain;
+pub mod echo;
+pub mod forward;
+pub mod listen;
+pub mod logging;
+pub mod rescue;
+pub mod smuggling;
+pub mod stack;

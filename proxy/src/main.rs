@@ -1,1 +1,134 @@
-fn main() {}
+//! The `sidetrace` binary: parse the command line, call the library, exit
+//! 0 (ok), 1 (runtime failure) or 2 (usage or config error).
+
+use std::{collections::HashMap, process::ExitCode};
+
+use clap::Parser;
+use sidetrace::{
+    app,
+    cli::{Cli, Command, RunArgs},
+    config::{self, Overrides, Settings},
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = sidetrace::logging::init(cli.log_format, cli.log_level.as_deref()) {
+        eprintln!("sidetrace: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sidetrace: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let env: HashMap<String, String> = std::env::vars().collect();
+    match cli.command {
+        Command::Run(args) => runtime.block_on(run(args, env)),
+        Command::Demo(args) => runtime.block_on(sidetrace::demo::run(args, env)),
+        Command::Echo(args) => match runtime.block_on(sidetrace::echo::run(args.listen)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sidetrace echo: cannot listen on {}: {e}", args.listen);
+                ExitCode::from(1)
+            }
+        },
+        Command::CheckConfig(args) => check_config(&args.file, &env),
+    }
+}
+
+fn settings(
+    args: &RunArgs,
+    env: &HashMap<String, String>,
+) -> Result<Settings, config::ConfigError> {
+    let file = match &args.config {
+        Some(path) => config::load_file(path)?,
+        None => config::FileConfig::default(),
+    };
+    let overrides = Overrides {
+        inbound: args.inbound,
+        upstream: args.upstream.clone(),
+        outbound: args.outbound,
+        admin: args.admin,
+        service_name: args.service_name.clone(),
+        drain_timeout: args.drain_timeout,
+    };
+    Settings::resolve(overrides, file, args.config.clone(), env)
+}
+
+async fn run(args: RunArgs, env: HashMap<String, String>) -> ExitCode {
+    let settings = match settings(&args, &env) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sidetrace: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let running = match app::start(settings, &env).await {
+        Ok(r) => r,
+        Err(app::StartError::Config(e)) => {
+            eprintln!("sidetrace: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("sidetrace: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let trigger = running.trigger();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received, draining");
+        trigger.drain();
+    });
+    running.wait().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn check_config(path: &std::path::Path, env: &HashMap<String, String>) -> ExitCode {
+    let args = RunArgs {
+        config: Some(path.to_path_buf()),
+        inbound: None,
+        upstream: None,
+        outbound: None,
+        admin: None,
+        service_name: None,
+        drain_timeout: None,
+    };
+    match settings(&args, env) {
+        Ok(s) => {
+            println!("{}: valid", path.display());
+            println!("filter chain (outermost first): metrics > trace > rescue > catch_panic > {}forward",
+                s.filters.iter().map(|f| format!("{} > ", f.name())).collect::<String>());
+            match serde_json::to_string_pretty(&s) {
+                Ok(json) => println!("{json}"),
+                Err(e) => eprintln!("cannot render the effective config: {e}"),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}

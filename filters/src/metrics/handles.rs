@@ -115,7 +115,10 @@ impl HttpMetrics {
     ) -> Arc<Self> {
         let md = metadata();
         let overflow = recorder.register_counter(
-            &Key::from_parts(names::OVERFLOW, vec![Label::new("metric", duration_name(side))]),
+            &Key::from_parts(
+                names::OVERFLOW,
+                vec![Label::new("metric", duration_name(side))],
+            ),
             &md,
         );
         let mut active = HashMap::new();
@@ -263,9 +266,10 @@ impl HttpMetrics {
             ));
         }
         let md = metadata();
-        let duration = self
-            .recorder
-            .register_histogram(&Key::from_parts(duration_name(self.side), labels.clone()), &md);
+        let duration = self.recorder.register_histogram(
+            &Key::from_parts(duration_name(self.side), labels.clone()),
+            &md,
+        );
         let response_size = (self.side == Side::Server).then(|| {
             self.recorder
                 .register_histogram(&Key::from_parts(names::SERVER_RESPONSE_SIZE, labels), &md)
@@ -348,7 +352,13 @@ mod tests {
     use super::*;
     use metrics_exporter_prometheus::PrometheusBuilder;
 
-    fn metrics(side: Side, limit: usize) -> (Arc<HttpMetrics>, metrics_exporter_prometheus::PrometheusHandle) {
+    fn metrics(
+        side: Side,
+        limit: usize,
+    ) -> (
+        Arc<HttpMetrics>,
+        metrics_exporter_prometheus::PrometheusHandle,
+    ) {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         let m = HttpMetrics::new(
@@ -365,7 +375,13 @@ mod tests {
     #[test]
     fn records_labels_of_a_failure() {
         let (m, handle) = metrics(Side::Server, 100);
-        let rec = m.start(&http::Method::GET, http::Version::HTTP_2, "http", Some(0), None);
+        let rec = m.start(
+            &http::Method::GET,
+            http::Version::HTTP_2,
+            "http",
+            Some(0),
+            None,
+        );
         rec.finish(Outcome {
             status: Some(StatusCode::OK),
             grpc: Some(GrpcCode(5)),
@@ -388,13 +404,21 @@ mod tests {
         ] {
             assert!(line.contains(want), "{want} missing in {line}");
         }
-        assert!(text.contains("http_server_active_requests{http_request_method=\"GET\",url_scheme=\"http\"} 0"));
+        assert!(text.contains(
+            "http_server_active_requests{http_request_method=\"GET\",url_scheme=\"http\"} 0"
+        ));
     }
 
     #[test]
     fn dropped_recording_is_cancelled_not_failed() {
         let (m, handle) = metrics(Side::Server, 100);
-        drop(m.start(&http::Method::POST, http::Version::HTTP_11, "http", None, None));
+        drop(m.start(
+            &http::Method::POST,
+            http::Version::HTTP_11,
+            "http",
+            None,
+            None,
+        ));
         let text = handle.render();
         assert!(text.contains("error_type=\"cancelled\""), "{text}");
         assert!(!text.contains("failure_category"), "{text}");
@@ -405,15 +429,24 @@ mod tests {
         let (m, handle) = metrics(Side::Client, 2);
         for status in [200u16, 201, 202, 203] {
             let authority: Authority = "upstream:8080".parse().unwrap();
-            m.start(&http::Method::GET, http::Version::HTTP_11, "http", None, Some(authority))
-                .finish(Outcome {
-                    status: Some(StatusCode::from_u16(status).unwrap()),
-                    ..Outcome::default()
-                });
+            m.start(
+                &http::Method::GET,
+                http::Version::HTTP_11,
+                "http",
+                None,
+                Some(authority),
+            )
+            .finish(Outcome {
+                status: Some(StatusCode::from_u16(status).unwrap()),
+                ..Outcome::default()
+            });
         }
         let text = handle.render();
         assert!(text.contains("sidetrace_metric_overflow_total{metric=\"http_client_request_duration_seconds\"} 2"), "{text}");
-        assert!(text.contains("http_client_request_duration_seconds_count{overflow=\"true\"} 2"), "{text}");
+        assert!(
+            text.contains("http_client_request_duration_seconds_count{overflow=\"true\"} 2"),
+            "{text}"
+        );
         assert!(text.contains("server_address=\"upstream\""), "{text}");
     }
 }

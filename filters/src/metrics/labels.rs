@@ -95,7 +95,10 @@ mod tests {
     #[test]
     fn unknown_methods_are_other() {
         assert_eq!(method_label(&Method::GET), "GET");
-        assert_eq!(method_label(&Method::from_bytes(b"PURGE").unwrap()), "_OTHER");
+        assert_eq!(
+            method_label(&Method::from_bytes(b"PURGE").unwrap()),
+            "_OTHER"
+        );
     }
 
     #[test]

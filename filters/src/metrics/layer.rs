@@ -231,13 +231,19 @@ mod tests {
             .unwrap();
         let resp = svc.oneshot(req).await.unwrap();
         assert!(
-            !handle.render().contains("http_server_request_duration_seconds_count{"),
-            "nothing recorded before the body ends: {}", handle.render()
+            !handle
+                .render()
+                .contains("http_server_request_duration_seconds_count{"),
+            "nothing recorded before the body ends: {}",
+            handle.render()
         );
         let _ = resp.into_body().collect().await.unwrap();
         let text = handle.render();
         assert!(text.contains("rpc_grpc_status_code=\"14\""), "{text}");
         assert!(text.contains("failure_category=\"NETWORK\""), "{text}");
-        assert!(text.contains("http_server_response_body_size_bytes_sum{"), "{text}");
+        assert!(
+            text.contains("http_server_response_body_size_bytes_sum{"),
+            "{text}"
+        );
     }
 }

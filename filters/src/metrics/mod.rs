@@ -18,7 +18,7 @@ mod labels;
 mod layer;
 
 pub use self::{
-    handles::{HttpMetrics, MetricsConfig, RequestRecording, Side},
+    handles::{HttpMetrics, MetricsConfig, Outcome, RequestRecording, Side},
     labels::{method_label, protocol_label, MatchedRoute, RouteTable},
     layer::{RedLayer, RedService, ResponseFuture},
 };
@@ -30,16 +30,7 @@ pub const DURATION_BUCKETS: &[f64] = &[
 
 /// Buckets for body sizes in bytes (powers of four from 64 B to 64 MiB).
 pub const SIZE_BUCKETS: &[f64] = &[
-    64.0,
-    256.0,
-    1024.0,
-    4096.0,
-    16384.0,
-    65536.0,
-    262144.0,
-    1048576.0,
-    4194304.0,
-    16777216.0,
+    64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
     67108864.0,
 ];
 

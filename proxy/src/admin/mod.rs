@@ -1,0 +1,134 @@
+//! The admin server (default `127.0.0.1:15090`): `/metrics`, `/live`,
+//! `/ready`, `/config`, `POST /shutdown`.
+//!
+//! Plain HTTP/1.1 on its own listener, away from the data path, so a scrape
+//! or a probe never queues behind application traffic.
+
+mod process;
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+
+use crate::drain::{Drain, DrainTrigger};
+
+/// What the admin endpoints read.
+pub struct AdminState {
+    /// Renders the RED and self metrics.
+    pub prometheus: PrometheusHandle,
+    /// Effective config, pre-rendered as JSON.
+    pub config_json: Bytes,
+    /// Listeners bound and config valid.
+    pub ready: AtomicBool,
+    /// Starts the drain (`POST /shutdown`, signals).
+    pub drain: DrainTrigger,
+}
+
+/// Serves the admin endpoints until the drain has finished (the admin server
+/// is the last thing to stop, so `/ready` reports 503 during the drain).
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: Drain) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = stop.signaled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&state, req, peer)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = conn.await {
+                tracing::debug!(client = %peer, error = %e, "admin connection error");
+            }
+        });
+    }
+}
+
+fn route(state: &AdminState, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => {
+            let mut text = state.prometheus.render();
+            process::render(&mut text);
+            respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                text,
+            )
+        }
+        (&Method::GET, "/live") => respond(StatusCode::OK, "text/plain", "live\n"),
+        (&Method::GET, "/ready") => {
+            if state.drain.is_draining() {
+                respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n")
+            } else if state.ready.load(Ordering::Relaxed) {
+                respond(StatusCode::OK, "text/plain", "ready\n")
+            } else {
+                respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "starting\n")
+            }
+        }
+        (&Method::GET, "/config") => respond(
+            StatusCode::OK,
+            "application/json",
+            state.config_json.clone(),
+        ),
+        (&Method::POST, "/shutdown") => {
+            if peer.ip().is_loopback() {
+                tracing::info!(client = %peer, "shutdown requested on the admin server");
+                state.drain.drain();
+                respond(StatusCode::ACCEPTED, "text/plain", "draining\n")
+            } else {
+                respond(
+                    StatusCode::FORBIDDEN,
+                    "text/plain",
+                    "shutdown is only accepted from loopback\n",
+                )
+            }
+        }
+        (_, "/metrics" | "/live" | "/ready" | "/config" | "/shutdown") => respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n",
+        ),
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found; try /metrics /live /ready /config\n",
+        ),
+    }
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}

@@ -1,0 +1,299 @@
+//! Starts and stops a proxy: metrics, listeners, admin server and drain.
+//!
+//! [`start`] binds everything and returns a [`Running`] handle, so the binary
+//! and the integration tests start the proxy the same way.
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use filters::{
+    metrics::{names, HttpMetrics, MetricsConfig, RouteTable, Side},
+    registry::build_chain,
+};
+use metrics::{Key, Label, Metadata, Recorder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tower::util::BoxCloneSyncService;
+
+use crate::{
+    admin::{self, AdminState},
+    config::{ConfigError, Settings},
+    drain::{self, Drain, DrainTrigger},
+    forward::{Destination, Forward},
+    listen::{self, ConnectionCount, ServeOptions},
+    stack::{self, Chain},
+};
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The settings cannot be used.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr} ({listener}): {source}")]
+    Bind {
+        /// Which listener.
+        listener: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A started proxy.
+pub struct Running {
+    /// Bound inbound address.
+    pub inbound: SocketAddr,
+    /// Bound outbound address, when enabled.
+    pub outbound: Option<SocketAddr>,
+    /// Bound admin address.
+    pub admin: SocketAddr,
+    trigger: DrainTrigger,
+    task: JoinHandle<()>,
+}
+
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds the listeners and starts serving.
+pub async fn start(
+    settings: Settings,
+    _env: &HashMap<String, String>,
+) -> Result<Running, StartError> {
+    let settings = Arc::new(settings);
+    let recorder = Arc::new(build_recorder(&settings));
+    let prometheus = recorder.handle();
+    let md = Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+    recorder
+        .register_gauge(
+            &Key::from_parts(
+                "sidetrace_build_info",
+                vec![Label::new("version", env!("CARGO_PKG_VERSION"))],
+            ),
+            &md,
+        )
+        .set(1.0);
+    let connections_gauge = |listener: &'static str| {
+        recorder.register_gauge(
+            &Key::from_parts(
+                "sidetrace_connections_open",
+                vec![Label::new("listener", listener)],
+            ),
+            &md,
+        )
+    };
+    let routes = RouteTable::new(
+        settings
+            .routes
+            .iter()
+            .map(|r| (r.prefix.as_str(), r.name.as_str())),
+    );
+    let metrics_config = MetricsConfig {
+        series_limit: settings.metrics.series_limit,
+    };
+    let dyn_recorder: Arc<dyn Recorder + Send + Sync> = recorder.clone();
+    let server_metrics = HttpMetrics::new(
+        Side::Server,
+        dyn_recorder.clone(),
+        routes.clone(),
+        &metrics_config,
+    );
+    let client_metrics = HttpMetrics::new(
+        Side::Client,
+        dyn_recorder.clone(),
+        routes.clone(),
+        &metrics_config,
+    );
+
+    let chain_over = |destination: Destination| -> Result<Chain, ConfigError> {
+        let forward = Forward::new(
+            destination,
+            settings.upstream_protocol,
+            client_metrics.clone(),
+        );
+        let chain = build_chain(&settings.filters, BoxCloneSyncService::new(forward)).map_err(
+            |(i, e)| ConfigError::invalid(format!("filters[{i}].{}", e.field), e.message),
+        )?;
+        Ok(Chain::new(chain))
+    };
+    let inbound_svc = stack::listener(
+        server_metrics.clone(),
+        "http",
+        chain_over(Destination::Fixed(settings.upstream.clone()))?,
+    );
+
+    let bind = |listener: &'static str, addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                listener,
+                addr,
+                source,
+            })
+    };
+    let inbound_listener = bind("inbound", settings.inbound).await?;
+    let admin_listener = bind("admin", settings.admin).await?;
+    let outbound_listener = match settings.outbound {
+        Some(addr) => Some(bind("outbound", addr).await?),
+        None => None,
+    };
+    let local = |l: &TcpListener, addr: SocketAddr| l.local_addr().unwrap_or(addr);
+    let inbound = local(&inbound_listener, settings.inbound);
+    let admin_addr = local(&admin_listener, settings.admin);
+    let outbound = outbound_listener
+        .as_ref()
+        .zip(settings.outbound)
+        .map(|(l, a)| local(l, a));
+
+    let (trigger, drain) = drain::channel();
+    let config_json = Bytes::from(serde_json::to_vec_pretty(&*settings).unwrap_or_default());
+    let state = Arc::new(AdminState {
+        prometheus: prometheus.clone(),
+        config_json,
+        ready: false.into(),
+        drain: trigger.clone(),
+    });
+    let (admin_stop_tx, admin_stop) = drain::channel();
+    let admin_task = tokio::spawn(admin::serve(admin_listener, state.clone(), admin_stop));
+    let upkeep = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            prometheus.run_upkeep();
+        }
+    });
+
+    let options = |name| ServeOptions {
+        name,
+        max_header_bytes: settings.max_header_bytes,
+        header_read_timeout: HEADER_READ_TIMEOUT,
+    };
+    let inbound_conns = ConnectionCount::default();
+    let inbound_task = tokio::spawn(listen::serve(
+        inbound_listener,
+        inbound_svc,
+        options("inbound"),
+        inbound_conns,
+        connections_gauge("inbound"),
+        signaled(drain.clone()),
+        drain.clone(),
+    ));
+    let outbound_task = match outbound_listener {
+        Some(listener) => {
+            let outbound_svc = stack::listener(
+                server_metrics.clone(),
+                "http",
+                chain_over(Destination::FromRequest)?,
+            );
+            let conns = ConnectionCount::default();
+            // The app may still call out while it shuts down: keep accepting
+            // until it has no outbound connection left (or the deadline).
+            let stop = {
+                let conns = conns.clone();
+                let drain = drain.clone();
+                async move {
+                    signaled(drain).await;
+                    while conns.get() > 0 {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            };
+            Some(tokio::spawn(listen::serve(
+                listener,
+                outbound_svc,
+                options("outbound"),
+                conns,
+                connections_gauge("outbound"),
+                stop,
+                // Outbound connections are not told to close: the app decides.
+                drain::channel().1,
+            )))
+        }
+        None => None,
+    };
+    state
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(%inbound, outbound = ?outbound, admin = %admin_addr, upstream = %settings.upstream.authority, "sidetrace ready");
+
+    let drain_timeout = settings.drain_timeout;
+    let mut drain_for_task = drain;
+    let task = tokio::spawn(async move {
+        drain_for_task.signaled().await;
+        tracing::info!(timeout = ?drain_timeout, "draining");
+        let listeners = async {
+            let _ = inbound_task.await;
+            if let Some(t) = outbound_task {
+                let _ = t.await;
+            }
+        };
+        if tokio::time::timeout(drain_timeout, listeners)
+            .await
+            .is_err()
+        {
+            tracing::warn!(timeout = ?drain_timeout, "drain deadline passed with requests in flight");
+        }
+        admin_stop_tx.drain();
+        let _ = admin_task.await;
+        upkeep.abort();
+        tracing::info!("drained");
+    });
+    Ok(Running {
+        inbound,
+        outbound,
+        admin: admin_addr,
+        trigger,
+        task,
+    })
+}
+
+async fn signaled(mut drain: Drain) {
+    drain.signaled().await;
+}
+
+fn build_recorder(settings: &Settings) -> PrometheusRecorder {
+    let mut builder = PrometheusBuilder::new();
+    for name in [names::SERVER_DURATION, names::CLIENT_DURATION] {
+        builder = builder
+            .set_buckets_for_metric(
+                Matcher::Full(name.to_string()),
+                &settings.metrics.duration_buckets,
+            )
+            .expect("duration buckets are validated non-empty");
+    }
+    for name in [names::SERVER_REQUEST_SIZE, names::SERVER_RESPONSE_SIZE] {
+        builder = builder
+            .set_buckets_for_metric(
+                Matcher::Full(name.to_string()),
+                filters::metrics::SIZE_BUCKETS,
+            )
+            .expect("size buckets are non-empty");
+    }
+    builder.build_recorder()
+}
+
+// === impl Running ===
+
+impl Running {
+    /// Starts the graceful drain.
+    pub fn drain(&self) {
+        self.trigger.drain();
+    }
+
+    /// A handle that starts the drain, for signal handlers.
+    pub fn trigger(&self) -> DrainTrigger {
+        self.trigger.clone()
+    }
+
+    /// Waits until the proxy has drained and stopped.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    /// Drains and waits.
+    pub async fn shutdown(self) {
+        self.drain();
+        self.wait().await;
+    }
+}

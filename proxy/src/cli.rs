@@ -1,0 +1,105 @@
+//! Commands and flags. Every flag of `run` has a `SIDETRACE_*` variable.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// sidetrace: a sidecar proxy with built-in tracing.
+#[derive(Debug, Parser)]
+#[command(name = "sidetrace", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        env = "SIDETRACE_LOG_FORMAT",
+        default_value = "json"
+    )]
+    pub log_format: LogFormat,
+    /// Log level or filter (`info`, `sidetrace=debug`); `RUST_LOG` also works.
+    #[arg(long, global = true, env = "SIDETRACE_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// Log output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// For humans.
+    Text,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the sidecar proxy.
+    Run(RunArgs),
+    /// Run the embedded demo: echo app, proxy and admin, with sample traffic.
+    Demo(DemoArgs),
+    /// Run a test upstream (HTTP/1.1, h2c, gRPC echo).
+    Echo(EchoArgs),
+    /// Validate a config file and print the effective config and filter chain.
+    CheckConfig(CheckConfigArgs),
+}
+
+/// `sidetrace run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// YAML config file.
+    #[arg(long, short, env = "SIDETRACE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Inbound listen address [default: 0.0.0.0:15080].
+    #[arg(long, env = "SIDETRACE_INBOUND")]
+    pub inbound: Option<SocketAddr>,
+    /// The app's URL [default: http://127.0.0.1:8080].
+    #[arg(long, env = "SIDETRACE_UPSTREAM")]
+    pub upstream: Option<String>,
+    /// Outbound listen address (off unless given) [e.g. 127.0.0.1:15081].
+    #[arg(long, env = "SIDETRACE_OUTBOUND")]
+    pub outbound: Option<SocketAddr>,
+    /// Admin listen address [default: 127.0.0.1:15090].
+    #[arg(long, env = "SIDETRACE_ADMIN")]
+    pub admin: Option<SocketAddr>,
+    /// `service.name` of the proxied app (also `OTEL_SERVICE_NAME`).
+    #[arg(long, env = "SIDETRACE_SERVICE_NAME")]
+    pub service_name: Option<String>,
+    /// Time in-flight requests get after SIGTERM [default: 25s].
+    #[arg(long, env = "SIDETRACE_DRAIN_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Option<Duration>,
+}
+
+/// `sidetrace demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Port of the proxy's inbound listener.
+    #[arg(long, env = "SIDETRACE_DEMO_PORT", default_value_t = 15080)]
+    pub port: u16,
+    /// Port of the built-in echo app.
+    #[arg(long, env = "SIDETRACE_DEMO_APP_PORT", default_value_t = 18080)]
+    pub app_port: u16,
+    /// Port of the admin server.
+    #[arg(long, env = "SIDETRACE_DEMO_ADMIN_PORT", default_value_t = 15090)]
+    pub admin_port: u16,
+    /// Send the sample traffic, print the summary and exit instead of serving.
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// `sidetrace echo`.
+#[derive(Debug, Args)]
+pub struct EchoArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SIDETRACE_ECHO_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+}
+
+/// `sidetrace check-config`.
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// The YAML file to check.
+    pub file: PathBuf,
+}

@@ -1,0 +1,140 @@
+//! The YAML file, as DESIGN section 4 shows it. Unknown keys are errors.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use filters::registry::FilterConfig;
+use serde::{Deserialize, Serialize};
+
+/// The whole config file.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Resource attributes of the proxied service.
+    #[serde(default)]
+    pub service: ServiceConfig,
+    /// The listener in front of the app.
+    #[serde(default)]
+    pub inbound: InboundConfig,
+    /// The listener the app calls other services through.
+    pub outbound: Option<OutboundConfig>,
+    /// The admin server.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Tracing settings; see `docs/tracing.md`.
+    #[serde(default, skip_serializing)]
+    pub tracing: serde::de::IgnoredAny,
+    /// Names, sampling and filters per path prefix.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// The ordered filter chain, by registry name.
+    #[serde(default)]
+    pub filters: Vec<FilterConfig>,
+    /// RED metrics settings.
+    #[serde(default)]
+    pub metrics: MetricsFileConfig,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[serde(default, with = "filters::duration::option")]
+    pub drain_timeout: Option<Duration>,
+}
+
+/// `service:`: resource attributes.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// `service.name`.
+    pub name: Option<String>,
+    /// `service.version`.
+    pub version: Option<String>,
+    /// `deployment.environment.name`.
+    pub environment: Option<String>,
+}
+
+/// `inbound:`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundConfig {
+    /// Address to accept on.
+    pub listen: Option<SocketAddr>,
+    /// The app's URL, e.g. `http://127.0.0.1:8080`.
+    pub upstream: Option<String>,
+    /// Protocol spoken to the app.
+    #[serde(default)]
+    pub upstream_protocol: UpstreamProtocol,
+    /// TLS termination.
+    pub tls: Option<TlsConfig>,
+    /// Largest request head accepted, in bytes (default 64 KiB).
+    pub max_header_bytes: Option<usize>,
+}
+
+/// Protocol spoken to the upstream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/2 when the request came as HTTP/2, HTTP/1.1 otherwise, with a
+    /// remembered downgrade when the app only speaks HTTP/1.1.
+    #[default]
+    Auto,
+    /// Always HTTP/1.1.
+    Http1,
+    /// Always HTTP/2 prior knowledge.
+    H2c,
+}
+
+/// `inbound.tls:`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// PEM CA bundle; when set, clients must present a certificate it signed.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// `outbound:`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// Address to accept the app's outgoing calls on.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `admin:`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin server.
+    pub listen: Option<SocketAddr>,
+}
+
+/// One entry of `routes:`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Path prefix; the longest matching prefix wins.
+    pub prefix: String,
+    /// Route name: the `http_route` label and span name suffix.
+    pub name: String,
+    /// Sampling override: `always`, `never` or a ratio.
+    pub sample: Option<serde_json::Value>,
+}
+
+/// `metrics:`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsFileConfig {
+    /// Label sets per metric before new ones go to the overflow series.
+    pub series_limit: usize,
+    /// Duration histogram buckets in seconds.
+    pub duration_buckets: Vec<f64>,
+}
+
+impl Default for MetricsFileConfig {
+    fn default() -> Self {
+        Self {
+            series_limit: 2000,
+            duration_buckets: filters::metrics::DURATION_BUCKETS.to_vec(),
+        }
+    }
+}

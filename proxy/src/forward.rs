@@ -1,0 +1,556 @@
+//! The innermost service: forwards a request to its upstream over a pooled
+//! client and streams the response back.
+//!
+//! One pooled client per listener: keep-alive for HTTP/1.1, multiplexed for
+//! HTTP/2. `upstream_protocol: auto` speaks HTTP/2 (prior knowledge) to the
+//! app when the request arrived as HTTP/2 and HTTP/1.1 otherwise; when the
+//! app turns out to speak only HTTP/1.1, non-gRPC HTTP/2 requests are
+//! converted to HTTP/1.1 from then on. Hop-by-hop headers are removed, `Via`
+//! and `X-Forwarded-*` are set, `Host` is kept, and HTTP/1.1 `Upgrade`
+//! (WebSocket) connections are tunnelled.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use filters::{
+    body::{Eos, EosBody, OnEos},
+    classify::{BadRequest, UpstreamError, UpstreamErrorKind},
+    metrics::{HttpMetrics, Outcome, RequestRecording},
+    HttpBody,
+};
+use futures_util::future::BoxFuture;
+use http::{
+    header::{self, HeaderName, HeaderValue},
+    uri::{Authority, PathAndQuery, Scheme},
+    HeaderMap, Request, Response, Uri, Version,
+};
+use http_body::Body;
+use http_body_util::BodyExt;
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+};
+
+use crate::config::{Upstream, UpstreamProtocol};
+
+/// Where requests go.
+#[derive(Clone, Debug)]
+pub enum Destination {
+    /// Inbound: always the app.
+    Fixed(Upstream),
+    /// Outbound: the request's own `Host` / `:authority`.
+    FromRequest,
+}
+
+/// The client's address, put in request extensions by the listener.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// Whether the request arrived over TLS, put in request extensions by the listener.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnTls(pub bool);
+
+/// The forwarding service. Cheap to clone: one `Arc`.
+#[derive(Clone)]
+pub struct Forward {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    destination: Destination,
+    protocol: UpstreamProtocol,
+    http1: Client<HttpConnector, HttpBody>,
+    http2: Client<HttpConnector, HttpBody>,
+    /// The app failed an HTTP/2 preface: send non-gRPC requests as HTTP/1.1.
+    h2_unsupported: AtomicBool,
+    /// The app has answered over HTTP/2 at least once.
+    h2_confirmed: AtomicBool,
+    metrics: Arc<HttpMetrics>,
+}
+
+struct ClientEnd(
+    RequestRecording,
+    http::StatusCode,
+    Option<filters::classify::GrpcCode>,
+);
+
+static VIA_11: HeaderValue = HeaderValue::from_static("1.1 sidetrace");
+static VIA_2: HeaderValue = HeaderValue::from_static("2.0 sidetrace");
+static PROTO_HTTP: HeaderValue = HeaderValue::from_static("http");
+static PROTO_HTTPS: HeaderValue = HeaderValue::from_static("https");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static TRAILERS: &[u8] = b"trailers";
+
+// === impl Forward ===
+
+impl Forward {
+    /// A forwarder to `destination`, recording the upstream hop in `metrics`.
+    pub fn new(
+        destination: Destination,
+        protocol: UpstreamProtocol,
+        metrics: Arc<HttpMetrics>,
+    ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.enforce_http(false);
+        let mut h1 = Client::builder(TokioExecutor::new());
+        h1.pool_idle_timeout(Duration::from_secs(90))
+            .pool_timer(TokioTimer::new())
+            .pool_max_idle_per_host(1024);
+        let mut h2 = Client::builder(TokioExecutor::new());
+        h2.http2_only(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_while_idle(false);
+        Self {
+            shared: Arc::new(Shared {
+                destination,
+                protocol,
+                http1: h1.build(connector.clone()),
+                http2: h2.build(connector),
+                h2_unsupported: AtomicBool::new(false),
+                h2_confirmed: AtomicBool::new(false),
+                metrics,
+            }),
+        }
+    }
+}
+
+impl tower::Service<Request<HttpBody>> for Forward {
+    type Response = Response<HttpBody>;
+    type Error = filters::Error;
+    type Future = BoxFuture<'static, Result<Response<HttpBody>, filters::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<HttpBody>) -> Self::Future {
+        let shared = self.shared.clone();
+        Box::pin(async move { shared.forward(req).await })
+    }
+}
+
+// === impl Shared ===
+
+impl Shared {
+    async fn forward(
+        &self,
+        mut req: Request<HttpBody>,
+    ) -> Result<Response<HttpBody>, filters::Error> {
+        let (scheme, authority) = self.destination(&req)?;
+        let incoming_version = req.version();
+        let grpc = is_grpc(req.headers());
+        let upgrade = incoming_version == Version::HTTP_11 && is_upgrade(req.headers());
+        let use_h2 = match self.protocol {
+            UpstreamProtocol::Http1 => false,
+            UpstreamProtocol::H2c => true,
+            UpstreamProtocol::Auto => {
+                incoming_version == Version::HTTP_2
+                    && (grpc || !self.h2_unsupported.load(Ordering::Relaxed))
+            }
+        } && !upgrade;
+
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        prepare_headers(&mut req, incoming_version, upgrade);
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        if use_h2 {
+            req.headers_mut().remove(header::HOST);
+            *req.version_mut() = Version::HTTP_2;
+        } else {
+            if !req.headers().contains_key(header::HOST) {
+                let host = req.uri().authority().unwrap_or(&authority).as_str();
+                if let Ok(v) = HeaderValue::from_str(host) {
+                    req.headers_mut().insert(header::HOST, v);
+                }
+            }
+            *req.version_mut() = Version::HTTP_11;
+        }
+        *req.uri_mut() = build_uri(scheme, authority.clone(), path)?;
+
+        // Until the app has answered over HTTP/2 once, keep what is needed to
+        // resend a bodiless request as HTTP/1.1 if it turns out not to speak it.
+        let fallback = (use_h2
+            && self.protocol == UpstreamProtocol::Auto
+            && !grpc
+            && !self.h2_confirmed.load(Ordering::Relaxed)
+            && req.body().is_end_stream())
+        .then(|| {
+            (
+                req.method().clone(),
+                req.uri().clone(),
+                req.headers().clone(),
+            )
+        });
+
+        let recording = self.metrics.start(
+            req.method(),
+            req.version(),
+            if scheme_is_https(req.uri()) {
+                "https"
+            } else {
+                "http"
+            },
+            None,
+            Some(authority.clone()),
+        );
+        let client = if use_h2 { &self.http2 } else { &self.http1 };
+        let result = client.request(req).await;
+        let mut resp = match result {
+            Ok(resp) => {
+                if use_h2 {
+                    self.h2_confirmed.store(true, Ordering::Relaxed);
+                }
+                resp
+            }
+            Err(e) => {
+                let kind = upstream_error_kind(&e);
+                if use_h2
+                    && kind != UpstreamErrorKind::Connect
+                    && self.protocol == UpstreamProtocol::Auto
+                    && !grpc
+                    && !self.h2_confirmed.load(Ordering::Relaxed)
+                {
+                    if !self.h2_unsupported.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(upstream = %authority, "upstream does not speak HTTP/2; converting HTTP/2 requests to HTTP/1.1 from now on");
+                    }
+                    if let Some((method, uri, mut headers)) = fallback {
+                        if let Some(host) = uri
+                            .authority()
+                            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                        {
+                            headers.entry(header::HOST).or_insert(host);
+                        }
+                        let mut retry = Request::new(filters::empty_body());
+                        *retry.method_mut() = method;
+                        *retry.uri_mut() = uri;
+                        *retry.headers_mut() = headers;
+                        *retry.version_mut() = Version::HTTP_11;
+                        let resp =
+                            self.http1.request(retry).await.map_err(|e| {
+                                upstream_error(upstream_error_kind(&e), &authority, e)
+                            })?;
+                        return Ok(self.finish_response(resp, recording, None));
+                    }
+                }
+                drop(recording);
+                return Err(upstream_error(kind, &authority, e));
+            }
+        };
+        let upstream_upgrade = (resp.status() == http::StatusCode::SWITCHING_PROTOCOLS)
+            .then(|| hyper::upgrade::on(&mut resp));
+        if let (Some(client), Some(upstream)) = (client_upgrade, upstream_upgrade) {
+            tokio::spawn(tunnel(client, upstream, authority.clone()));
+            let mut resp = self.finish_response(resp, recording, None);
+            // The client side of an upgrade needs the handshake headers back.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            return Ok(resp);
+        }
+        Ok(self.finish_response(resp, recording, Some(incoming_version)))
+    }
+
+    fn finish_response(
+        &self,
+        mut resp: Response<hyper::body::Incoming>,
+        recording: RequestRecording,
+        strip_for: Option<Version>,
+    ) -> Response<HttpBody> {
+        if strip_for.is_some() {
+            remove_hop_by_hop(resp.headers_mut());
+        }
+        let grpc = resp
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| filters::classify::GrpcCode::parse(v.as_bytes()));
+        let end = ClientEnd(recording, resp.status(), grpc);
+        resp.map(|body| {
+            EosBody::new(
+                body.map_err(|e| filters::Error::from(upstream_body_error(e))),
+                end,
+            )
+            .boxed_unsync()
+        })
+    }
+
+    fn destination(&self, req: &Request<HttpBody>) -> Result<(Scheme, Authority), filters::Error> {
+        match &self.destination {
+            Destination::Fixed(up) => Ok((up.scheme.clone(), up.authority.clone())),
+            Destination::FromRequest => {
+                if let Some(a) = req.uri().authority() {
+                    return Ok((Scheme::HTTP, a.clone()));
+                }
+                let host = req
+                    .headers()
+                    .get(header::HOST)
+                    .ok_or(BadRequest("outbound request without Host or :authority"))?;
+                let authority = Authority::try_from(host.as_bytes())
+                    .map_err(|_| BadRequest("outbound request with an invalid Host"))?;
+                Ok((Scheme::HTTP, authority))
+            }
+        }
+    }
+}
+
+impl OnEos for ClientEnd {
+    fn on_eos(self, eos: Eos<'_>, bytes: u64) {
+        let ClientEnd(recording, status, grpc) = self;
+        let mut outcome = Outcome {
+            status: Some(status),
+            grpc,
+            response_bytes: bytes,
+            ..Outcome::default()
+        };
+        match eos {
+            Eos::Done { trailers } => {
+                if let Some(code) = trailers
+                    .and_then(|t| t.get("grpc-status"))
+                    .and_then(|v| filters::classify::GrpcCode::parse(v.as_bytes()))
+                {
+                    outcome.grpc = Some(code);
+                }
+            }
+            Eos::Error(_) => {
+                outcome.failure = Some(filters::classify::Failure::new(
+                    filters::classify::FailureCategory::Network,
+                    filters::classify::ErrorType::UpstreamReset,
+                ));
+            }
+            Eos::Cancelled => outcome.cancelled = true,
+        }
+        recording.finish(outcome);
+    }
+}
+
+fn scheme_is_https(uri: &Uri) -> bool {
+    uri.scheme() == Some(&Scheme::HTTPS)
+}
+
+fn build_uri(
+    scheme: Scheme,
+    authority: Authority,
+    path: PathAndQuery,
+) -> Result<Uri, filters::Error> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(scheme);
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(path);
+    Uri::from_parts(parts).map_err(|_| BadRequest("request target cannot be forwarded").into())
+}
+
+/// gRPC requests must stay on HTTP/2 end to end (trailers, streaming).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| has_token(v.as_bytes(), b"upgrade"))
+}
+
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+fn prepare_headers(req: &mut Request<HttpBody>, version: Version, upgrade: bool) {
+    let upgrade_value = upgrade
+        .then(|| req.headers().get(header::UPGRADE).cloned())
+        .flatten();
+    remove_hop_by_hop(req.headers_mut());
+    if let Some(value) = upgrade_value {
+        req.headers_mut().insert(header::UPGRADE, value);
+        req.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    let client = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+    let tls = req.extensions().get::<ConnTls>().is_some_and(|t| t.0);
+    let headers = req.headers_mut();
+    headers.append(
+        header::VIA,
+        if version == Version::HTTP_2 {
+            VIA_2.clone()
+        } else {
+            VIA_11.clone()
+        },
+    );
+    if let Some(ip) = client {
+        let value = match headers.get(&X_FORWARDED_FOR).map(|v| v.to_str()) {
+            Some(Ok(prior)) => format!("{prior}, {ip}"),
+            _ => ip.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+    }
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        if tls {
+            PROTO_HTTPS.clone()
+        } else {
+            PROTO_HTTP.clone()
+        },
+    );
+}
+
+/// Removes the headers that describe one connection, not the message
+/// (RFC 9110 section 7.6.1), including those named in `Connection`.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+            .collect();
+        for name in named {
+            if name != header::TE {
+                headers.remove(name);
+            }
+        }
+        headers.remove(header::CONNECTION);
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(header::PROXY_AUTHENTICATE);
+    headers.remove(header::PROXY_AUTHORIZATION);
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::UPGRADE);
+    headers.remove(header::TRAILER);
+    let te_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .any(|v| has_token(v.as_bytes(), TRAILERS));
+    headers.remove(header::TE);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+fn upstream_error_kind(e: &hyper_util::client::legacy::Error) -> UpstreamErrorKind {
+    if e.is_connect() {
+        return UpstreamErrorKind::Connect;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {
+                return UpstreamErrorKind::Protocol;
+            }
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return UpstreamErrorKind::Connect;
+            }
+        }
+        source = s.source();
+    }
+    UpstreamErrorKind::Reset
+}
+
+fn upstream_error(
+    kind: UpstreamErrorKind,
+    authority: &Authority,
+    e: hyper_util::client::legacy::Error,
+) -> filters::Error {
+    UpstreamError {
+        kind,
+        addr: authority.clone(),
+        source: Box::new(e),
+    }
+    .into()
+}
+
+/// The upstream broke off a response body.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream response body: {0}")]
+pub struct UpstreamBodyError(#[source] hyper::Error);
+
+fn upstream_body_error(e: hyper::Error) -> UpstreamBodyError {
+    UpstreamBodyError(e)
+}
+
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    authority: Authority,
+) {
+    match tokio::try_join!(client, upstream) {
+        Ok((client, upstream)) => {
+            let mut client = TokioIo::new(client);
+            let mut upstream = TokioIo::new(upstream);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                tracing::debug!(upstream = %authority, error = %e, "upgraded connection closed");
+            }
+        }
+        Err(e) => tracing::warn!(upstream = %authority, error = %e, "upgrade failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::TE, HeaderValue::from_static("trailers, deflate"));
+        h.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("x"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert(header::HOST, HeaderValue::from_static("app"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h[header::TE], "trailers");
+        assert_eq!(h[header::HOST], "app");
+    }
+
+    #[test]
+    fn grpc_and_upgrade_detection() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc+proto"),
+        );
+        assert!(is_grpc(&h));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(!is_upgrade(&h));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        assert!(is_upgrade(&h));
+    }
+}

@@ -1,0 +1,79 @@
+//! THE place where the inbound and outbound stacks are assembled, outermost
+//! layer first. Each layer says why it sits where it does.
+
+use std::{convert::Infallible, sync::Arc};
+
+use arc_swap::ArcSwap;
+use filters::{
+    catch_panic::CatchPanicLayer,
+    metrics::{HttpMetrics, RedLayer},
+    HttpBody, HttpService,
+};
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tower::{util::BoxCloneSyncService, Service, ServiceBuilder, ServiceExt};
+
+use crate::rescue::RescueLayer;
+
+/// The service a listener hands to hyper.
+pub type ListenerService = BoxCloneSyncService<Request<Incoming>, Response<HttpBody>, Infallible>;
+
+/// The configured filter chain over the forwarder, swapped whole on reload.
+#[derive(Clone)]
+pub struct Chain(Arc<ArcSwap<HttpService>>);
+
+/// Builds a listener's stack.
+///
+/// `metrics` is the listener's server-side RED metrics; `chain` is the
+/// configured filters over the forwarder.
+pub fn listener(metrics: Arc<HttpMetrics>, scheme: &'static str, chain: Chain) -> ListenerService {
+    let svc = ServiceBuilder::new()
+        // hyper's body type becomes the chain's boxed body once, here.
+        .map_request(|req: Request<Incoming>| {
+            req.map(|b| b.map_err(filters::Error::from).boxed_unsync())
+        })
+        // RED metrics first: they must see every outcome, the proxy's own
+        // 4xx/5xx included, and time the whole request until its body ends.
+        .layer(RedLayer::new(metrics, scheme))
+        // Typed errors become responses (with the Failure in extensions for
+        // the layers above); below this line everything may fail.
+        .layer(RescueLayer)
+        // A panicking filter becomes one more INTERNAL error for rescue.
+        .layer(CatchPanicLayer::new())
+        .service(chain);
+    BoxCloneSyncService::new(svc)
+}
+
+// === impl Chain ===
+
+impl Chain {
+    /// A chain serving `service`.
+    pub fn new(service: HttpService) -> Self {
+        Self(Arc::new(ArcSwap::from_pointee(service)))
+    }
+
+    /// Replaces the chain; requests in flight finish on the old one.
+    pub fn swap(&self, service: HttpService) {
+        self.0.store(Arc::new(service));
+    }
+}
+
+impl Service<Request<HttpBody>> for Chain {
+    type Response = Response<HttpBody>;
+    type Error = filters::Error;
+    type Future = tower::util::Oneshot<HttpService, Request<HttpBody>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // Readiness is the current chain's, checked in `call` through oneshot:
+        // filters answer limits in `call`, so this never parks a connection.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<HttpBody>) -> Self::Future {
+        HttpService::clone(&self.0.load()).oneshot(req)
+    }
+}
