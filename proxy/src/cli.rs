@@ -44,6 +44,8 @@ pub enum Command {
     Echo(EchoArgs),
     /// Validate a config file and print the effective config and filter chain.
     CheckConfig(CheckConfigArgs),
+    /// Load-test a URL, or compare a service with and without the proxy.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// `sidetrace run`.

@@ -126,7 +126,7 @@ pub async fn serve<S>(
             peer,
             service.clone(),
             drain.clone(),
-            options.name,
+            options.clone(),
             guard,
         ));
     }
@@ -142,7 +142,7 @@ async fn serve_connection<S>(
     peer: SocketAddr,
     service: S,
     mut drain: Drain,
-    name: &'static str,
+    options: ServeOptions,
     _guard: ConnGuard,
 ) where
     S: Service<Request<Incoming>, Response = Response<HttpBody>, Error = Infallible>
@@ -168,7 +168,8 @@ async fn serve_connection<S>(
             Ok::<_, Infallible>(resp)
         }
     });
-    let (io, rejected) = GuardedIo::new(stream);
+    let name = options.name;
+    let (io, rejected) = GuardedIo::new(stream, options.header_read_timeout);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), hyper_service);
     tokio::pin!(conn);
     let result = tokio::select! {
@@ -178,7 +179,7 @@ async fn serve_connection<S>(
             conn.await
         }
     };
-    if rejected.load(Ordering::Relaxed) == REJECTED {
+    if rejected.load(std::sync::atomic::Ordering::Relaxed) == REJECTED {
         tracing::warn!(listener = name, client = %peer, "rejected a request with both Content-Length and Transfer-Encoding (400)");
     } else if let Err(e) = result {
         log_connection_error(name, peer, &*e);

@@ -38,6 +38,7 @@ fn main() -> ExitCode {
             }
         },
         Command::CheckConfig(args) => check_config(&args.file, &env),
+        Command::Bench(args) => runtime.block_on(sidetrace::bench::run(args)),
     }
 }
 

@@ -7,9 +7,13 @@
 //! The conflict is invisible once hyper has parsed the head (it drops the
 //! `Content-Length` header), so this wrapper follows HTTP/1 message framing on
 //! the bytes read from the socket, checks every request head before hyper sees
-//! it, and on a conflict stops the stream in front of that head: hyper answers
-//! the requests before it, sees the end of input, and when it shuts the
-//! connection down the guard writes the 400 itself.
+//! it, and on a conflict replaces that head and everything after it with an
+//! unparseable request line: hyper answers the requests before it, then
+//! answers 400 Bad Request and closes the connection, so nothing of the
+//! conflicting request (or what it smuggles) is ever parsed or forwarded.
+//!
+//! Partial heads are held back until complete, so the guard also enforces its
+//! own head deadline (hyper's starts only once it sees bytes).
 //!
 //! HTTP/2 connections (detected by their preface) and upgraded connections
 //! pass through untouched.
@@ -24,15 +28,22 @@ use std::{
     task::{ready, Context, Poll},
 };
 
+use std::{future::Future, time::Duration};
+
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    time::Sleep,
+};
 
 /// The connection was stopped at a request with both framing headers.
 pub const REJECTED: u8 = 1;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const MAX_HEAD: usize = 128 * 1024;
-const RESPONSE_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nconnection: close\r\nx-sidetrace-error: VALIDATION\r\ncontent-length: 57\r\n\r\nrequest has both Content-Length and Transfer-Encoding\r\n\r\n";
+/// What hyper reads in place of a rejected head: a request line it cannot
+/// parse, so it answers 400 and closes.
+const POISON: &[u8] = b"\0REJECTED\r\n\r\n";
 
 /// A socket whose inbound bytes are checked for conflicting framing.
 pub struct GuardedIo<T> {
@@ -43,8 +54,10 @@ pub struct GuardedIo<T> {
     state: State,
     scan: usize,
     rejected: Arc<AtomicU8>,
-    response_written: usize,
     eof: bool,
+    head_timeout: Duration,
+    /// Armed only while a partial head waits for more bytes.
+    head_deadline: Option<Pin<Box<Sleep>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,8 +91,9 @@ enum Chunk {
 // === impl GuardedIo ===
 
 impl<T> GuardedIo<T> {
-    /// Wraps a socket; the flag reads [`REJECTED`] once a request was refused.
-    pub fn new(io: T) -> (Self, Arc<AtomicU8>) {
+    /// Wraps a socket; the flag reads [`REJECTED`] once a request was
+    /// refused. A request head must arrive within `head_timeout`.
+    pub fn new(io: T, head_timeout: Duration) -> (Self, Arc<AtomicU8>) {
         let rejected = Arc::new(AtomicU8::new(0));
         (
             Self {
@@ -89,8 +103,9 @@ impl<T> GuardedIo<T> {
                 state: State::Start,
                 scan: 0,
                 rejected: rejected.clone(),
-                response_written: 0,
                 eof: false,
+                head_timeout,
+                head_deadline: None,
             },
             rejected,
         )
@@ -144,6 +159,8 @@ impl<T> GuardedIo<T> {
                             self.state = State::Rejected;
                             self.rejected.store(REJECTED, Ordering::Relaxed);
                             self.buf.truncate(self.ready);
+                            self.buf.extend_from_slice(POISON);
+                            self.ready = self.buf.len();
                             return;
                         }
                         Head::Unknown | Head::Upgrade => self.state = State::Passthrough,
@@ -327,17 +344,32 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
                 return Poll::Ready(Ok(()));
             }
             let mut chunk = [0u8; 16 * 1024];
-            let n = {
-                let mut rb = ReadBuf::new(&mut chunk);
-                ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
-                rb.filled().len()
-            };
+            let mut rb = ReadBuf::new(&mut chunk);
+            if Pin::new(&mut this.io).poll_read(cx, &mut rb)?.is_pending() {
+                if this.buf.is_empty() {
+                    this.head_deadline = None;
+                    return Poll::Pending;
+                }
+                let timeout = this.head_timeout;
+                let deadline = this
+                    .head_deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                ready!(deadline.as_mut().poll(cx));
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "request head not received in time",
+                )));
+            }
+            let n = rb.filled().len();
             this.buf.extend_from_slice(&chunk[..n]);
             if n == 0 {
                 this.eof = true;
                 this.ready = this.buf.len();
             } else {
                 this.check();
+                if this.ready > 0 {
+                    this.head_deadline = None;
+                }
             }
         }
     }
@@ -357,20 +389,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for GuardedIo<T> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.state == State::Rejected {
-            while this.response_written < RESPONSE_400.len() {
-                let n =
-                    ready!(Pin::new(&mut this.io)
-                        .poll_write(cx, &RESPONSE_400[this.response_written..]))?;
-                if n == 0 {
-                    break;
-                }
-                this.response_written += n;
-            }
-            ready!(Pin::new(&mut this.io).poll_flush(cx))?;
-        }
-        Pin::new(&mut this.io).poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -396,7 +415,7 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(1 << 20);
         client.write_all(input).await.unwrap();
         client.shutdown().await.unwrap();
-        let (mut guarded, flag) = GuardedIo::new(server);
+        let (mut guarded, flag) = GuardedIo::new(server, Duration::from_secs(5));
         let mut out = Vec::new();
         guarded.read_to_end(&mut out).await.unwrap();
         (out, flag.load(Ordering::Relaxed) == REJECTED)
@@ -415,7 +434,7 @@ mod tests {
         let first = b"GET /ok HTTP/1.1\r\nhost: x\r\n\r\n";
         let evil = b"POST /evil HTTP/1.1\r\nhost: x\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n";
         let (out, rejected) = through(&[&first[..], &evil[..]].concat()).await;
-        assert_eq!(out, first);
+        assert_eq!(out, [&first[..], POISON].concat());
         assert!(rejected);
     }
 
@@ -425,6 +444,21 @@ mod tests {
         let (out, rejected) = through(input).await;
         assert_eq!(out, input);
         assert!(!rejected);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_that_never_completes_times_out() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        client
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        let (mut guarded, _) = GuardedIo::new(server, Duration::from_secs(10));
+        let mut out = Vec::new();
+        let err = guarded.read_to_end(&mut out).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(out.is_empty(), "nothing of the partial head reached hyper");
+        drop(client);
     }
 
     #[tokio::test]

@@ -1,0 +1,136 @@
+//! Failures: dead and slow upstreams, malformed and hostile requests.
+
+use http::StatusCode;
+
+use crate::{
+    client::{raw, Client},
+    metric_sum,
+    proxy::Proxy,
+    upstream::Upstream,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_is_502_network() {
+    let dead = Upstream::dead().await;
+    let proxy = Proxy::builder()
+        .upstream(format!("http://{dead}"))
+        .run()
+        .await;
+    for client in [Client::http1(), Client::h2c()] {
+        let resp = client.get(&proxy.url("/x")).await;
+        assert_eq!(resp.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(resp.headers["x-sidetrace-error"], "NETWORK");
+        assert!(resp.text().contains("connect_error"), "{}", resp.text());
+    }
+    let text = Client::http1()
+        .get(&proxy.admin_url("/metrics"))
+        .await
+        .text();
+    assert_eq!(
+        metric_sum(
+            &text,
+            "http_server_request_duration_seconds_count",
+            &[
+                ("error_type", "connect_error"),
+                ("failure_category", "NETWORK"),
+                ("http_response_status_code", "502")
+            ]
+        ),
+        2.0,
+        "{text}"
+    );
+    proxy.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_upstream_with_a_timeout_is_504() {
+    let up = Upstream::echo().await;
+    let proxy = Proxy::from_yaml("filters:\n  - timeout: { request: 200ms }\n")
+        .upstream(up.url())
+        .run()
+        .await;
+    let client = Client::http1();
+    let resp = client.get(&proxy.url("/slow?delay_ms=3000")).await;
+    assert_eq!(resp.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(resp.headers["x-sidetrace-error"], "NETWORK");
+    let fast = client.get(&proxy.url("/fast?delay_ms=10")).await;
+    assert_eq!(fast.status, StatusCode::OK, "the proxy keeps serving");
+    let text = client.get(&proxy.admin_url("/metrics")).await.text();
+    assert_eq!(
+        metric_sum(
+            &text,
+            "http_server_request_duration_seconds_count",
+            &[
+                ("error_type", "timeout"),
+                ("http_response_status_code", "504")
+            ]
+        ),
+        1.0,
+        "{text}"
+    );
+    proxy.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_4xx_and_never_reach_the_app() {
+    let up = Upstream::http1_only().await;
+    let proxy = Proxy::builder().upstream(up.url()).run().await;
+
+    let garbage = raw(proxy.inbound, b"THIS IS NOT HTTP\r\n\r\n").await;
+    assert!(garbage.starts_with("HTTP/1.1 400"), "{garbage:?}");
+
+    let bad_header = raw(
+        proxy.inbound,
+        b"GET / HTTP/1.1\r\nhost: x\r\nbad header\r\n\r\n",
+    )
+    .await;
+    assert!(bad_header.starts_with("HTTP/1.1 400"), "{bad_header:?}");
+
+    let mut huge = b"GET / HTTP/1.1\r\nhost: x\r\n".to_vec();
+    for i in 0..700 {
+        huge.extend_from_slice(format!("x-filler-{i}: {}\r\n", "y".repeat(100)).as_bytes());
+    }
+    huge.extend_from_slice(b"\r\n");
+    let too_large = raw(proxy.inbound, &huge).await;
+    assert!(too_large.starts_with("HTTP/1.1 431"), "{too_large:?}");
+
+    let smuggle = raw(
+        proxy.inbound,
+        b"POST /evil HTTP/1.1\r\nhost: x\r\ncontent-length: 6\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: x\r\n\r\n",
+    )
+    .await;
+    assert!(smuggle.starts_with("HTTP/1.1 400"), "{smuggle:?}");
+
+    // A request pipelined before the bad one is still answered.
+    let pipelined = raw(
+        proxy.inbound,
+        b"GET /first HTTP/1.1\r\nhost: x\r\n\r\nPOST /evil HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(pipelined.starts_with("HTTP/1.1 200"), "{pipelined:?}");
+    assert!(pipelined.contains("legacy GET /first 0"), "{pipelined:?}");
+    assert!(pipelined.contains("HTTP/1.1 400"), "{pipelined:?}");
+
+    assert_eq!(up.count(), 1, "only /first reached the app");
+    let ok = Client::http1().get(&proxy.url("/after")).await;
+    assert_eq!(ok.status, StatusCode::OK, "the proxy keeps serving");
+    proxy.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_heads_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::echo().await;
+    let proxy = Proxy::builder().upstream(up.url()).run().await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.inbound).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    // Never finish the head: the proxy must close the connection by itself
+    // (header read timeout), well within the test's patience.
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(crate::PATIENCE, stream.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "connection was closed by the proxy");
+    proxy.shutdown();
+}

@@ -1,0 +1,6 @@
+//! The integration tests, one binary.
+
+mod drain;
+mod failures;
+mod grpc;
+mod http;

@@ -1,0 +1,149 @@
+//! Upstreams: the real echo app, and small purpose-built servers.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::{net::TcpListener, sync::oneshot};
+
+/// A running upstream.
+pub struct Upstream {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Requests it has received.
+    pub requests: Arc<AtomicUsize>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Upstream {
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests received so far.
+    pub fn count(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// The real `sidetrace echo` app (HTTP/1.1, h2c, gRPC).
+    pub async fn echo() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(sidetrace::echo::serve(listener, async move {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            requests: Arc::default(),
+            _stop: tx,
+        }
+    }
+
+    /// An HTTP/1.1-only app (a legacy service) that counts requests and
+    /// answers `legacy <method> <path> <body bytes>`.
+    pub async fn http1_only() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (tx, mut rx) = oneshot::channel::<()>();
+        let count = requests.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    _ = &mut rx => return,
+                    accepted = listener.accept() => match accepted { Ok(c) => c, Err(_) => continue },
+                };
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        async move {
+                            let method = req.method().clone();
+                            let path = req.uri().path().to_string();
+                            let body = http_body_util::BodyExt::collect(req.into_body())
+                                .await
+                                .map(|c| c.to_bytes())
+                                .unwrap_or_default();
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
+                                "legacy {method} {path} {}",
+                                body.len()
+                            )))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            requests,
+            _stop: tx,
+        }
+    }
+
+    /// An HTTP/1.1 app that accepts `Upgrade: websocket` and echoes the
+    /// tunnelled bytes.
+    pub async fn http1_upgrade_echo() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    _ = &mut rx => return,
+                    accepted = listener.accept() => match accepted { Ok(c) => c, Err(_) => continue },
+                };
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
+                        let on_upgrade = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            if let Ok(upgraded) = on_upgrade.await {
+                                let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+                                let _ = tokio::io::copy(&mut r, &mut w).await;
+                            }
+                        });
+                        let mut resp = Response::new(Full::new(Bytes::new()));
+                        *resp.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+                        resp.headers_mut()
+                            .insert("upgrade", http::HeaderValue::from_static("websocket"));
+                        resp.headers_mut()
+                            .insert("connection", http::HeaderValue::from_static("upgrade"));
+                        Ok::<_, Infallible>(resp)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            requests: Arc::default(),
+            _stop: tx,
+        }
+    }
+
+    /// An address where nothing listens.
+    pub async fn dead() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        addr
+    }
+}

@@ -1,0 +1,181 @@
+//! The real binary: exit codes, config errors, SIGTERM drain.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// These tests drive real processes from a plain thread; blocking is the point.
+#![allow(clippy::disallowed_methods)]
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sidetrace");
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sidetrace-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_config_accepts_the_design_example_and_prints_the_chain() {
+    let path = temp_file(
+        "good.yaml",
+        "service: { name: checkout, version: 1.4.2, environment: prod }\n\
+         inbound:  { listen: 0.0.0.0:15080, upstream: http://127.0.0.1:8080, upstream_protocol: auto }\n\
+         outbound: { listen: 127.0.0.1:15081 }\n\
+         admin:    { listen: 127.0.0.1:15090 }\n\
+         routes:\n  - { prefix: /api/orders, name: orders, sample: always }\n  - { prefix: /healthz, name: health, sample: never }\n\
+         filters:\n  - timeout: { request: 5s }\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check-config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("valid"), "{stdout}");
+    assert!(stdout.contains("timeout > forward"), "{stdout}");
+    assert!(
+        stdout.contains("\"service_name\": \"checkout\""),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bad_config_exits_2_naming_file_line_and_field() {
+    let path = temp_file(
+        "bad.yaml",
+        "inbound:\n  listen: 127.0.0.1:1\nfilters:\n  - timeout: { request: 5s, jitter: 1s }\n",
+    );
+    for args in [
+        vec!["check-config".to_string()],
+        vec!["run".to_string(), "--config".to_string()],
+    ] {
+        let out = Command::new(BIN).args(&args).arg(&path).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("{}:4:", path.display())),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("filters[0]"), "{stderr}");
+        assert!(stderr.contains("jitter"), "{stderr}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_and_bind_failures_exit_1() {
+    let out = Command::new(BIN)
+        .args(["run", "--inbound", "not-an-address"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let out = Command::new(BIN)
+        .args(["run", "--inbound", &addr, "--admin", &admin])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+}
+
+fn wait_for_port(addr: SocketAddr) {
+    let start = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(start.elapsed() < PATIENCE, "{addr} did not open");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_and_exits_0() {
+    let app: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let inbound: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut echo = Command::new(BIN)
+        .args(["echo", "--listen", &app.to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut proxy = Command::new(BIN)
+        .args([
+            "run",
+            "--inbound",
+            &inbound.to_string(),
+            "--admin",
+            &admin.to_string(),
+        ])
+        .arg("--upstream")
+        .arg(format!("http://{app}"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_port(app);
+    wait_for_port(inbound);
+    let mut conn = TcpStream::connect(inbound).unwrap();
+    conn.set_read_timeout(Some(PATIENCE)).unwrap();
+    conn.write_all(b"GET /slow?delay_ms=1500 HTTP/1.1\r\nhost: app\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let kill = Command::new("kill")
+        .args(["-TERM", &proxy.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut response = String::new();
+    let _ = conn.read_to_string(&mut response);
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "in-flight request completed: {response:?}"
+    );
+    assert!(
+        response.to_lowercase().contains("connection: close"),
+        "{response:?}"
+    );
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = proxy.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "proxy did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    let logs: Vec<serde_json::Value> = BufReader::new(proxy.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|l| l["fields"]["message"] == "draining" || l["message"] == "draining"),
+        "JSON logs mention the drain: {logs:?}"
+    );
+    let _ = echo.kill();
+    let _ = echo.wait();
+}
