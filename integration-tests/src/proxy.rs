@@ -16,6 +16,7 @@ pub struct ProxyBuilder {
     upstream: Option<String>,
     outbound: bool,
     env: HashMap<String, String>,
+    file: Option<std::path::PathBuf>,
 }
 
 /// A running proxy.
@@ -92,6 +93,13 @@ impl ProxyBuilder {
         self
     }
 
+    /// Writes the YAML to `path` and runs from that file, so reloads can be tested.
+    pub fn config_file(mut self, path: &std::path::Path) -> Self {
+        std::fs::write(path, &self.yaml).unwrap();
+        self.file = Some(path.to_path_buf());
+        self
+    }
+
     /// Enables the outbound listener on a free port.
     pub fn outbound(mut self) -> Self {
         self.outbound = true;
@@ -115,7 +123,8 @@ impl ProxyBuilder {
             upstream: self.upstream,
             ..Overrides::default()
         };
-        let settings = Settings::resolve(overrides, file, None, &self.env).expect("test settings");
+        let settings =
+            Settings::resolve(overrides, file, self.file, &self.env).expect("test settings");
         let (tx, rx) = oneshot::channel();
         let env = self.env;
         let thread = thread::Builder::new()

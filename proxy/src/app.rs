@@ -17,7 +17,10 @@ use tower::util::BoxCloneSyncService;
 
 use crate::{
     admin::{self, AdminState},
-    config::{ConfigError, Settings},
+    config::{
+        reload::{self, Reloader},
+        ConfigError, Settings,
+    },
     drain::{self, Drain, DrainTrigger},
     forward::{Destination, Forward},
     listen::{self, ConnectionCount, ServeOptions},
@@ -106,23 +109,6 @@ pub async fn start(
         &metrics_config,
     );
 
-    let chain_over = |destination: Destination| -> Result<Chain, ConfigError> {
-        let forward = Forward::new(
-            destination,
-            settings.upstream_protocol,
-            client_metrics.clone(),
-        );
-        let chain = build_chain(&settings.filters, BoxCloneSyncService::new(forward)).map_err(
-            |(i, e)| ConfigError::invalid(format!("filters[{i}].{}", e.field), e.message),
-        )?;
-        Ok(Chain::new(chain))
-    };
-    let inbound_svc = stack::listener(
-        server_metrics.clone(),
-        "http",
-        chain_over(Destination::Fixed(settings.upstream.clone()))?,
-    );
-
     let bind = |listener: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await
@@ -145,6 +131,28 @@ pub async fn start(
         .as_ref()
         .zip(settings.outbound)
         .map(|(l, a)| local(l, a));
+
+    let mut chains = Vec::new();
+    let mut chain_over = |destination: Destination| -> Result<Chain, ConfigError> {
+        let forward = Forward::new(
+            destination,
+            settings.upstream_protocol,
+            client_metrics.clone(),
+        );
+        let chain = build_chain(&settings.filters, BoxCloneSyncService::new(forward.clone()))
+            .map_err(|(i, e)| {
+                ConfigError::invalid(format!("filters[{i}].{}", e.field), e.message)
+            })?;
+        let chain = Chain::new(chain);
+        chains.push((chain.clone(), forward));
+        Ok(chain)
+    };
+    let inbound_chain = chain_over(Destination::Fixed(settings.upstream.clone()))?;
+    let outbound_chain = match outbound {
+        Some(own) => Some(chain_over(Destination::FromRequest { own })?),
+        None => None,
+    };
+    let inbound_svc = stack::listener(server_metrics.clone(), "http", inbound_chain);
 
     let (trigger, drain) = drain::channel();
     let config_json = Bytes::from(serde_json::to_vec_pretty(&*settings).unwrap_or_default());
@@ -181,11 +189,8 @@ pub async fn start(
     ));
     let outbound_task = match outbound_listener {
         Some(listener) => {
-            let outbound_svc = stack::listener(
-                server_metrics.clone(),
-                "http",
-                chain_over(Destination::FromRequest)?,
-            );
+            let chain = outbound_chain.expect("built with the outbound listener");
+            let outbound_svc = stack::listener(server_metrics.clone(), "http", chain);
             let conns = ConnectionCount::default();
             // The app may still call out while it shuts down: keep accepting
             // until it has no outbound connection left (or the deadline).
@@ -207,11 +212,30 @@ pub async fn start(
                 connections_gauge("outbound"),
                 stop,
                 // Outbound connections are not told to close: the app decides.
-                drain::channel().1,
+                Drain::never(),
             )))
         }
         None => None,
     };
+    if let Some(path) = settings.config_file.clone() {
+        let reloads = |result: &'static str| {
+            recorder.register_counter(
+                &Key::from_parts(
+                    "sidetrace_config_reloads_total",
+                    vec![Label::new("result", result)],
+                ),
+                &md,
+            )
+        };
+        let reloader = Reloader::new(
+            path,
+            Settings::clone(&settings),
+            chains,
+            reloads("success"),
+            reloads("failure"),
+        );
+        reload::spawn(Arc::new(reloader), drain.clone());
+    }
     state
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);

@@ -44,9 +44,16 @@ impl Drain {
         *self.0.borrow()
     }
 
-    /// Resolves once a drain has started.
+    /// Resolves once a drain has started; never, when every trigger is gone
+    /// without starting one.
     pub async fn signaled(&mut self) {
-        // An error means the trigger is gone: the process is ending anyway.
-        let _ = self.0.wait_for(|draining| *draining).await;
+        if self.0.wait_for(|draining| *draining).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// An observer that never sees a drain.
+    pub fn never() -> Self {
+        channel().1
     }
 }

@@ -45,8 +45,12 @@ use crate::config::{Upstream, UpstreamProtocol};
 pub enum Destination {
     /// Inbound: always the app.
     Fixed(Upstream),
-    /// Outbound: the request's own `Host` / `:authority`.
-    FromRequest,
+    /// Outbound: the request's own `Host` / `:authority`; `own` is the
+    /// outbound listener's address, which must never be a destination.
+    FromRequest {
+        /// The outbound listener's bound address.
+        own: SocketAddr,
+    },
 }
 
 /// The client's address, put in request extensions by the listener.
@@ -293,16 +297,24 @@ impl Shared {
     fn destination(&self, req: &Request<HttpBody>) -> Result<(Scheme, Authority), filters::Error> {
         match &self.destination {
             Destination::Fixed(up) => Ok((up.scheme.clone(), up.authority.clone())),
-            Destination::FromRequest => {
-                if let Some(a) = req.uri().authority() {
-                    return Ok((Scheme::HTTP, a.clone()));
+            Destination::FromRequest { own } => {
+                let authority = match req.uri().authority() {
+                    Some(a) => a.clone(),
+                    None => {
+                        let host = req
+                            .headers()
+                            .get(header::HOST)
+                            .ok_or(BadRequest("outbound request without Host or :authority"))?;
+                        Authority::try_from(host.as_bytes())
+                            .map_err(|_| BadRequest("outbound request with an invalid Host"))?
+                    }
+                };
+                if is_self(&authority, *own) {
+                    return Err(BadRequest(
+                        "outbound request addressed to the outbound listener itself (loop)",
+                    )
+                    .into());
                 }
-                let host = req
-                    .headers()
-                    .get(header::HOST)
-                    .ok_or(BadRequest("outbound request without Host or :authority"))?;
-                let authority = Authority::try_from(host.as_bytes())
-                    .map_err(|_| BadRequest("outbound request with an invalid Host"))?;
                 Ok((Scheme::HTTP, authority))
             }
         }
@@ -336,6 +348,24 @@ impl OnEos for ClientEnd {
             Eos::Cancelled => outcome.cancelled = true,
         }
         recording.finish(outcome);
+    }
+}
+
+/// Whether `authority` names the listener at `own` (a request loop).
+fn is_self(authority: &Authority, own: SocketAddr) -> bool {
+    if authority.port_u16().unwrap_or(80) != own.port() {
+        return false;
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => {
+            ip == own.ip()
+                || ((own.ip().is_unspecified() || own.ip().is_loopback()) && ip.is_loopback())
+        }
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
     }
 }
 
@@ -535,6 +565,19 @@ mod tests {
         assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h[header::TE], "trailers");
         assert_eq!(h[header::HOST], "app");
+    }
+
+    #[test]
+    fn loops_to_the_outbound_listener_are_detected() {
+        let own: SocketAddr = "127.0.0.1:15081".parse().unwrap();
+        let is = |a: &str| is_self(&a.parse().unwrap(), own);
+        assert!(is("127.0.0.1:15081"));
+        assert!(is("localhost:15081"));
+        assert!(is("[::1]:15081"));
+        assert!(!is("127.0.0.1:8080"));
+        assert!(!is("orders.internal:15081"));
+        let any: SocketAddr = "0.0.0.0:15081".parse().unwrap();
+        assert!(is_self(&"127.0.0.2:15081".parse().unwrap(), any));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::{
     task::{Context, Poll},
 };
 
+use http_body::Body;
 use http_body_util::BodyExt;
 use metrics::Histogram;
 use pin_project_lite::pin_project;
@@ -100,8 +101,13 @@ where
         }
         let method = super::method_label(req.method());
         if let Some(size) = self.metrics.request_size(method) {
-            let size = RequestSize(size.clone());
-            req = req.map(|body| EosBody::new(body, size).boxed_unsync());
+            if req.body().is_end_stream() {
+                // Most requests have no body: record without wrapping (and boxing) it.
+                size.record(0.0);
+            } else {
+                let size = RequestSize(size.clone());
+                req = req.map(|body| EosBody::new(body, size).boxed_unsync());
+            }
         }
         ResponseFuture {
             inner: self.inner.call(req),

@@ -300,3 +300,62 @@ async fn admin_endpoints() {
     assert_eq!(client.send(post).await.status, StatusCode::ACCEPTED);
     proxy.join();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_listener_routes_by_host_and_authority() {
+    let up = Upstream::echo().await;
+    let dead = Upstream::dead().await;
+    // The inbound upstream is dead: outbound traffic must not go there.
+    let proxy = Proxy::builder()
+        .upstream(format!("http://{dead}"))
+        .outbound()
+        .run()
+        .await;
+    let outbound = proxy.outbound.expect("outbound listener");
+    // HTTP/1.1 with a Host header naming the destination.
+    let client = Client::http1();
+    let req = client
+        .request("GET", &format!("http://{outbound}/headers"))
+        .header("host", up.addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client.send(req).await;
+    assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
+    assert_eq!(resp.json()["headers"]["host"][0], up.addr.to_string());
+    // The outbound listener drains only once the app has closed its connections.
+    drop(client);
+    // h2c: :authority names the destination.
+    let resp = Client::h2c()
+        .get(&format!("http://{outbound}/headers"))
+        .await;
+    assert_eq!(
+        resp.status,
+        StatusCode::BAD_REQUEST,
+        "a request addressed to the outbound listener itself is a loop"
+    );
+    // Absolute-form HTTP/1.1 (proxy style) names the destination in the URI.
+    let (code, out) = crate::peers::curl(&[
+        "--proxy",
+        &format!("http://{outbound}"),
+        &format!("http://{}/headers", up.addr),
+    ])
+    .await;
+    assert_eq!(code, 0);
+    assert!(out.contains("\"path\":\"/headers\""), "{out}");
+    let text = Client::http1()
+        .get(&proxy.admin_url("/metrics"))
+        .await
+        .text();
+    assert!(
+        metric_sum(
+            &text,
+            "http_client_request_duration_seconds_count",
+            &[
+                ("server_address", "127.0.0.1"),
+                ("server_port", &up.addr.port().to_string())
+            ]
+        ) >= 1.0,
+        "{text}"
+    );
+    proxy.shutdown();
+}

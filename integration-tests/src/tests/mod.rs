@@ -4,3 +4,4 @@ mod drain;
 mod failures;
 mod grpc;
 mod http;
+mod reload;

@@ -6,6 +6,7 @@
 
 mod file;
 mod load;
+pub mod reload;
 mod settings;
 
 pub use self::{

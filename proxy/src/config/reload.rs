@@ -1,0 +1,155 @@
+//! Config reload on SIGHUP or file change: the filter chains are rebuilt
+//! from the new file and swapped atomically; connections and in-flight
+//! requests are untouched. A bad new file is rejected, logged and counted,
+//! and the running chain stays.
+//!
+//! Only `filters:` takes effect on reload; listen addresses, the upstream and
+//! routes need a restart, and a reload that changes them says so in the log.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use filters::registry::build_chain;
+use metrics::Counter;
+use tower::util::BoxCloneSyncService;
+
+use super::{load_file, ConfigError, Settings};
+use crate::{drain::Drain, forward::Forward, stack::Chain};
+
+/// Rebuilds and swaps the filter chains.
+pub struct Reloader {
+    path: PathBuf,
+    current: parking_lot::Mutex<Settings>,
+    chains: Vec<(Chain, Forward)>,
+    succeeded: Counter,
+    failed: Counter,
+}
+
+// === impl Reloader ===
+
+impl Reloader {
+    /// A reloader for the chains built from `settings.config_file`.
+    pub fn new(
+        path: PathBuf,
+        settings: Settings,
+        chains: Vec<(Chain, Forward)>,
+        succeeded: Counter,
+        failed: Counter,
+    ) -> Self {
+        Self {
+            path,
+            current: parking_lot::Mutex::new(settings),
+            chains,
+            succeeded,
+            failed,
+        }
+    }
+
+    /// Reads the file again and swaps the chains, or keeps them on error.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let result = self.try_reload();
+        match &result {
+            Ok(()) => {
+                self.succeeded.increment(1);
+                tracing::info!(file = %self.path.display(), "configuration reloaded");
+            }
+            Err(e) => {
+                self.failed.increment(1);
+                tracing::error!(error = %e, "configuration reload rejected; keeping the running configuration");
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<(), ConfigError> {
+        let file = load_file(&self.path)?;
+        let mut current = self.current.lock();
+        let mut rebuilt = Vec::with_capacity(self.chains.len());
+        for (_, forward) in &self.chains {
+            let chain = build_chain(&file.filters, BoxCloneSyncService::new(forward.clone()))
+                .map_err(|(i, e)| {
+                    ConfigError::invalid(format!("filters[{i}].{}", e.field), e.message)
+                        .in_file(&self.path)
+                })?;
+            rebuilt.push(chain);
+        }
+        for ((chain, _), service) in self.chains.iter().zip(rebuilt) {
+            chain.swap(service);
+        }
+        let restart_needed = file.inbound.listen.is_some_and(|l| l != current.inbound)
+            || file.admin.listen.is_some_and(|l| l != current.admin)
+            || file.routes.len() != current.routes.len()
+            || file
+                .inbound
+                .upstream
+                .as_deref()
+                .and_then(|u| super::settings::parse_upstream(u).ok())
+                .is_some_and(|u| u.authority != current.upstream.authority);
+        if restart_needed {
+            tracing::warn!("listen addresses, upstream and routes changed in the file take effect on restart; filters were reloaded");
+        }
+        current.filters = file.filters;
+        Ok(())
+    }
+}
+
+/// Reloads on SIGHUP and when the file (or the directory holding it, as
+/// Kubernetes swaps ConfigMap symlinks) changes, until the drain starts.
+pub fn spawn(reloader: Arc<Reloader>, mut drain: Drain) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let watched = reloader.path.clone();
+    let dir = watched
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let file_name = watched.file_name().map(|n| n.to_os_string());
+    let notify_tx = tx.clone();
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if event.kind.is_access() {
+            return;
+        }
+        let relevant = event.paths.iter().any(|p| {
+            p.file_name().map(|n| n.to_os_string()) == file_name
+                || p.file_name().is_some_and(|n| n == "..data")
+        });
+        if relevant {
+            // A full channel means a reload is already pending.
+            let _ = notify_tx.try_send(());
+        }
+    });
+    let watcher = match watcher {
+        Ok(mut w) => {
+            use notify::Watcher;
+            match w.watch(&dir, notify::RecursiveMode::NonRecursive) {
+                Ok(()) => Some(w),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the config directory; reload with SIGHUP");
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch files; reload with SIGHUP");
+            None
+        }
+    };
+    tokio::spawn(async move {
+        let _watcher = watcher;
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            tokio::select! {
+                () = drain.signaled() => return,
+                Some(()) = rx.recv() => {}
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    tracing::info!("SIGHUP received");
+                }
+            }
+            // Editors write in several steps: let the file settle.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            while rx.try_recv().is_ok() {}
+            let _ = reloader.reload();
+        }
+    });
+    drop(tx);
+}
