@@ -7,7 +7,7 @@ use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use filters::{
-    metrics::{names, HttpMetrics, MetricsConfig, RouteTable, Side},
+    metrics::{graph::ServiceGraph, names, HttpMetrics, MetricsConfig, RouteTable, Side},
     registry::build_chain,
 };
 use metrics::{Key, Label, Metadata, Recorder};
@@ -96,18 +96,24 @@ pub async fn start(
         series_limit: settings.metrics.series_limit,
     };
     let dyn_recorder: Arc<dyn Recorder + Send + Sync> = recorder.clone();
-    let server_metrics = HttpMetrics::new(
-        Side::Server,
+    let graph = ServiceGraph::new(
         dyn_recorder.clone(),
-        routes.clone(),
-        &metrics_config,
+        &settings.service_name,
+        settings.metrics.series_limit,
     );
-    let client_metrics = HttpMetrics::new(
-        Side::Client,
-        dyn_recorder.clone(),
-        routes.clone(),
-        &metrics_config,
-    );
+    let metrics = |side, graph| {
+        HttpMetrics::new(
+            side,
+            dyn_recorder.clone(),
+            routes.clone(),
+            &metrics_config,
+            graph,
+        )
+    };
+    // Inbound requests feed the server side of the service graph; the hop to
+    // the app is the same service, so it stays out of the graph.
+    let server_metrics = metrics(Side::Server, Some(graph.clone()));
+    let hop_metrics = metrics(Side::Client, None);
 
     let bind = |listener: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr)
@@ -134,10 +140,15 @@ pub async fn start(
 
     let mut chains = Vec::new();
     let mut chain_over = |destination: Destination| -> Result<Chain, ConfigError> {
+        let hop = match destination {
+            Destination::Fixed(_) => Some(hop_metrics.clone()),
+            Destination::FromRequest { .. } => None,
+        };
         let forward = Forward::new(
             destination,
             settings.upstream_protocol,
-            client_metrics.clone(),
+            hop,
+            &settings.service_name,
         );
         let chain = build_chain(&settings.filters, BoxCloneSyncService::new(forward.clone()))
             .map_err(|(i, e)| {
@@ -190,7 +201,10 @@ pub async fn start(
     let outbound_task = match outbound_listener {
         Some(listener) => {
             let chain = outbound_chain.expect("built with the outbound listener");
-            let outbound_svc = stack::listener(server_metrics.clone(), "http", chain);
+            // Calls the app makes are CLIENT requests: measured as such, and
+            // as the client side of the service graph.
+            let outbound_metrics = metrics(Side::Client, Some(graph.clone()));
+            let outbound_svc = stack::listener(outbound_metrics, "http", chain);
             let conns = ConnectionCount::default();
             // The app may still call out while it shuts down: keep accepting
             // until it has no outbound connection left (or the deadline).
@@ -278,7 +292,12 @@ async fn signaled(mut drain: Drain) {
 
 fn build_recorder(settings: &Settings) -> PrometheusRecorder {
     let mut builder = PrometheusBuilder::new();
-    for name in [names::SERVER_DURATION, names::CLIENT_DURATION] {
+    for name in [
+        names::SERVER_DURATION,
+        names::CLIENT_DURATION,
+        filters::metrics::graph::names::SERVER_SECONDS,
+        filters::metrics::graph::names::CLIENT_SECONDS,
+    ] {
         builder = builder
             .set_buckets_for_metric(
                 Matcher::Full(name.to_string()),

@@ -22,7 +22,7 @@ use std::{
 use filters::{
     body::{Eos, EosBody, OnEos},
     classify::{BadRequest, UpstreamError, UpstreamErrorKind},
-    metrics::{HttpMetrics, Outcome, RequestRecording},
+    metrics::{graph::CLIENT_HEADER, HttpMetrics, Outcome, RequestRecording},
     HttpBody,
 };
 use futures_util::future::BoxFuture;
@@ -76,7 +76,12 @@ struct Shared {
     h2_unsupported: AtomicBool,
     /// The app has answered over HTTP/2 at least once.
     h2_confirmed: AtomicBool,
-    metrics: Arc<HttpMetrics>,
+    /// The upstream hop's metrics (inbound); the outbound listener's own
+    /// RED layer already measures its calls.
+    metrics: Option<Arc<HttpMetrics>>,
+    /// `x-sidetrace-client` for outbound calls: names this service to the
+    /// next sidetrace for the service graph.
+    client_name: Option<HeaderValue>,
 }
 
 struct ClientEnd(
@@ -98,12 +103,19 @@ static TRAILERS: &[u8] = b"trailers";
 // === impl Forward ===
 
 impl Forward {
-    /// A forwarder to `destination`, recording the upstream hop in `metrics`.
+    /// A forwarder to `destination`, recording the upstream hop in `metrics`
+    /// when given. `service` is this service's name, announced to outbound
+    /// destinations in `x-sidetrace-client`.
     pub fn new(
         destination: Destination,
         protocol: UpstreamProtocol,
-        metrics: Arc<HttpMetrics>,
+        metrics: Option<Arc<HttpMetrics>>,
+        service: &str,
     ) -> Self {
+        let client_name = match destination {
+            Destination::FromRequest { .. } => HeaderValue::from_str(service).ok(),
+            Destination::Fixed(_) => None,
+        };
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -128,6 +140,7 @@ impl Forward {
                 h2_unsupported: AtomicBool::new(false),
                 h2_confirmed: AtomicBool::new(false),
                 metrics,
+                client_name,
             }),
         }
     }
@@ -204,17 +217,24 @@ impl Shared {
             )
         });
 
-        let recording = self.metrics.start(
-            req.method(),
-            req.version(),
-            if scheme_is_https(req.uri()) {
+        let recording = self.metrics.as_ref().map(|m| {
+            let scheme = if scheme_is_https(req.uri()) {
                 "https"
             } else {
                 "http"
-            },
-            None,
-            Some(authority.clone()),
-        );
+            };
+            m.start(
+                req.method(),
+                req.version(),
+                scheme,
+                None,
+                Some(authority.clone()),
+                None,
+            )
+        });
+        if let Some(name) = &self.client_name {
+            req.headers_mut().insert(CLIENT_HEADER, name.clone());
+        }
         let client = if use_h2 { &self.http2 } else { &self.http1 };
         let result = client.request(req).await;
         let mut resp = match result {
@@ -254,8 +274,14 @@ impl Shared {
                         return Ok(self.finish_response(resp, recording, None));
                     }
                 }
-                drop(recording);
-                return Err(upstream_error(kind, &authority, e));
+                let error = upstream_error(kind, &authority, e);
+                if let Some(recording) = recording {
+                    recording.finish(Outcome {
+                        failure: Some(filters::classify::classify_error(&*error).failure),
+                        ..Outcome::default()
+                    });
+                }
+                return Err(error);
             }
         };
         let upstream_upgrade = (resp.status() == http::StatusCode::SWITCHING_PROTOCOLS)
@@ -274,7 +300,7 @@ impl Shared {
     fn finish_response(
         &self,
         mut resp: Response<hyper::body::Incoming>,
-        recording: RequestRecording,
+        recording: Option<RequestRecording>,
         strip_for: Option<Version>,
     ) -> Response<HttpBody> {
         if strip_for.is_some() {
@@ -284,13 +310,15 @@ impl Shared {
             .headers()
             .get("grpc-status")
             .and_then(|v| filters::classify::GrpcCode::parse(v.as_bytes()));
-        let end = ClientEnd(recording, resp.status(), grpc);
+        let status = resp.status();
         resp.map(|body| {
-            EosBody::new(
-                body.map_err(|e| filters::Error::from(upstream_body_error(e))),
-                end,
-            )
-            .boxed_unsync()
+            let body = body.map_err(|e| filters::Error::from(upstream_body_error(e)));
+            match recording {
+                Some(recording) => {
+                    EosBody::new(body, ClientEnd(recording, status, grpc)).boxed_unsync()
+                }
+                None => body.boxed_unsync(),
+            }
         })
     }
 

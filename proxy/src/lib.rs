@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod drain;
 pub mod echo;
+pub mod export;
 pub mod forward;
 pub mod listen;
 pub mod logging;

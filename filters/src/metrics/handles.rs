@@ -2,12 +2,11 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use arc_swap::ArcSwap;
-use http::{uri::Authority, StatusCode};
+use http::{uri::Authority, HeaderValue, StatusCode};
 use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
 use tokio::time::Instant;
 
-use super::{labels, names, RouteTable};
+use super::{cache::SeriesCache, graph::ServiceGraph, labels, names, RouteTable};
 use crate::classify::{ErrorType, Failure, FailureCategory, GrpcCode};
 
 /// Which side of the proxy a set of metrics describes.
@@ -31,13 +30,12 @@ pub struct HttpMetrics {
     side: Side,
     recorder: Arc<dyn Recorder + Send + Sync>,
     routes: RouteTable,
-    series: ArcSwap<HashMap<SeriesKey, Arc<Series>>>,
-    insert: parking_lot::Mutex<()>,
-    series_limit: usize,
+    series: SeriesCache<SeriesKey, Series>,
     overflow_series: std::sync::OnceLock<Arc<Series>>,
     overflow: Counter,
     active: HashMap<(&'static str, &'static str), Gauge>,
     request_size: HashMap<&'static str, Histogram>,
+    graph: Option<Arc<ServiceGraph>>,
 }
 
 /// One request being measured. Records when [`finish`](Self::finish)ed, or
@@ -50,6 +48,7 @@ pub struct RequestRecording {
     scheme: &'static str,
     route: Option<usize>,
     server: Option<Authority>,
+    peer: Option<HeaderValue>,
     active: Option<Gauge>,
     finished: bool,
 }
@@ -98,7 +97,7 @@ const METHODS: [&str; 10] = [
 ];
 const SCHEMES: [&str; 2] = ["http", "https"];
 
-fn metadata() -> Metadata<'static> {
+pub(crate) fn metadata() -> Metadata<'static> {
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()))
 }
 
@@ -106,12 +105,14 @@ fn metadata() -> Metadata<'static> {
 
 impl HttpMetrics {
     /// Creates the metrics of one side, registering the fixed series now so
-    /// that the request path only looks handles up.
+    /// that the request path only looks handles up. With a `graph`, requests
+    /// also feed the service-graph metrics of that side.
     pub fn new(
         side: Side,
         recorder: Arc<dyn Recorder + Send + Sync>,
         routes: RouteTable,
         config: &MetricsConfig,
+        graph: Option<Arc<ServiceGraph>>,
     ) -> Arc<Self> {
         let md = metadata();
         let overflow = recorder.register_counter(
@@ -146,14 +147,23 @@ impl HttpMetrics {
             side,
             recorder,
             routes,
-            series: ArcSwap::default(),
-            insert: parking_lot::Mutex::new(()),
-            series_limit: config.series_limit,
+            series: SeriesCache::new(config.series_limit),
             overflow_series: std::sync::OnceLock::new(),
             overflow,
             active,
             request_size,
+            graph,
         })
+    }
+
+    /// Which side these metrics describe.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// Whether requests feed the service graph.
+    pub fn has_graph(&self) -> bool {
+        self.graph.is_some()
     }
 
     /// The route table used to name requests.
@@ -174,6 +184,7 @@ impl HttpMetrics {
         scheme: &'static str,
         route: Option<usize>,
         server: Option<Authority>,
+        peer: Option<HeaderValue>,
     ) -> RequestRecording {
         let method = labels::method_label(method);
         let active = self.active.get(&(method, scheme)).cloned();
@@ -188,44 +199,32 @@ impl HttpMetrics {
             scheme,
             route,
             server,
+            peer,
             active,
             finished: false,
         }
     }
 
     fn series(&self, key: SeriesKey) -> Arc<Series> {
-        if let Some(s) = self.series.load().get(&key) {
-            return s.clone();
+        if let Some(series) = self.series.get_or_register(key, |key| self.register(key)) {
+            return series;
         }
-        let _guard = self.insert.lock();
-        let current = self.series.load_full();
-        if let Some(s) = current.get(&key) {
-            return s.clone();
-        }
-        if current.len() >= self.series_limit {
-            self.overflow.increment(1);
-            // Registered on first use so that a healthy process shows no overflow series.
-            return self
-                .overflow_series
-                .get_or_init(|| {
-                    Arc::new(Series {
-                        duration: self.recorder.register_histogram(
-                            &Key::from_parts(
-                                duration_name(self.side),
-                                vec![Label::new("overflow", "true")],
-                            ),
-                            &metadata(),
+        self.overflow.increment(1);
+        // Registered on first use so that a healthy process shows no overflow series.
+        self.overflow_series
+            .get_or_init(|| {
+                Arc::new(Series {
+                    duration: self.recorder.register_histogram(
+                        &Key::from_parts(
+                            duration_name(self.side),
+                            vec![Label::new("overflow", "true")],
                         ),
-                        response_size: None,
-                    })
+                        &metadata(),
+                    ),
+                    response_size: None,
                 })
-                .clone();
-        }
-        let series = Arc::new(self.register(&key));
-        let mut next = HashMap::clone(&current);
-        next.insert(key, series.clone());
-        self.series.store(Arc::new(next));
-        series
+            })
+            .clone()
     }
 
     fn register(&self, key: &SeriesKey) -> Series {
@@ -317,6 +316,20 @@ impl RequestRecording {
             }
             (false, Ok(None)) => (None, None),
         };
+        let seconds = self.start.elapsed().as_secs_f64();
+        if let Some(graph) = &self.metrics.graph {
+            match (self.metrics.side, &self.server) {
+                (Side::Server, _) => {
+                    let failed = matches!(
+                        category,
+                        Some(FailureCategory::Network | FailureCategory::Internal)
+                    );
+                    graph.record_inbound(self.peer.take(), failed, seconds);
+                }
+                (Side::Client, Some(server)) => graph.record_outbound(server, seconds),
+                (Side::Client, None) => {}
+            }
+        }
         let key = SeriesKey {
             method: self.method,
             status: outcome.status,
@@ -329,7 +342,7 @@ impl RequestRecording {
             server: self.server.take(),
         };
         let series = self.metrics.series(key);
-        series.duration.record(self.start.elapsed().as_secs_f64());
+        series.duration.record(seconds);
         if let Some(size) = &series.response_size {
             size.record(outcome.response_bytes as f64);
         }
@@ -368,6 +381,7 @@ mod tests {
             &MetricsConfig {
                 series_limit: limit,
             },
+            None,
         );
         (m, handle)
     }
@@ -380,6 +394,7 @@ mod tests {
             http::Version::HTTP_2,
             "http",
             Some(0),
+            None,
             None,
         );
         rec.finish(Outcome {
@@ -418,6 +433,7 @@ mod tests {
             "http",
             None,
             None,
+            None,
         ));
         let text = handle.render();
         assert!(text.contains("error_type=\"cancelled\""), "{text}");
@@ -435,6 +451,7 @@ mod tests {
                 "http",
                 None,
                 Some(authority),
+                None,
             )
             .finish(Outcome {
                 status: Some(StatusCode::from_u16(status).unwrap()),

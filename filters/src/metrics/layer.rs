@@ -13,7 +13,9 @@ use metrics::Histogram;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use super::{handles::Outcome, HttpMetrics, RequestRecording};
+use http::uri::Authority;
+
+use super::{graph::CLIENT_HEADER, handles::Outcome, HttpMetrics, RequestRecording, Side};
 use crate::{
     body::{Eos, EosBody, OnEos},
     classify::{Failure, GrpcCode},
@@ -89,12 +91,23 @@ where
 
     fn call(&mut self, mut req: http::Request<HttpBody>) -> Self::Future {
         let route = self.metrics.routes().lookup(req.uri().path());
+        let (server, peer) = match self.metrics.side() {
+            // The outbound listener: the destination names the series.
+            Side::Client => (destination(&req), None),
+            // The inbound listener: a calling sidetrace names itself for the
+            // service graph; the header is for this hop only.
+            Side::Server if self.metrics.has_graph() => {
+                (None, req.headers_mut().remove(CLIENT_HEADER))
+            }
+            Side::Server => (None, None),
+        };
         let recording = self.metrics.start(
             req.method(),
             req.version(),
             self.scheme,
             route.as_ref().map(|r| r.index),
-            None,
+            server,
+            peer,
         );
         if let Some(route) = route {
             req.extensions_mut().insert(route);
@@ -155,6 +168,18 @@ where
                 Poll::Ready(Err(e))
             }
         }
+    }
+}
+
+/// The destination of an outbound request: its URI authority (h2, or an
+/// absolute-form HTTP/1.1 target) or its `Host`.
+fn destination(req: &http::Request<HttpBody>) -> Option<Authority> {
+    match req.uri().authority() {
+        Some(a) => Some(a.clone()),
+        None => req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| Authority::try_from(h.as_bytes()).ok()),
     }
 }
 
@@ -219,6 +244,7 @@ mod tests {
             Arc::new(recorder),
             RouteTable::default(),
             &MetricsConfig { series_limit: 10 },
+            None,
         );
         let svc = RedLayer::new(metrics, "http").layer(service_fn(|_req| async {
             let mut trailers = http::HeaderMap::new();

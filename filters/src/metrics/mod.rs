@@ -13,6 +13,8 @@
 //! Past `series_limit` label sets per metric, new ones land in one overflow
 //! series counted by `sidetrace_metric_overflow_total`.
 
+mod cache;
+pub mod graph;
 mod handles;
 mod labels;
 mod layer;

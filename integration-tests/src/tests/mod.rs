@@ -4,4 +4,5 @@ mod drain;
 mod failures;
 mod grpc;
 mod http;
+mod outbound;
 mod reload;
