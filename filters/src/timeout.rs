@@ -1,15 +1,4 @@
-//! `timeout`: a deadline for the whole request, answered with 504.
-//!
-//! Unlike `tower::timeout`, the deadline error is a typed
-//! [`RequestTimeout`](crate::classify::RequestTimeout) that the rescue layer
-//! turns into `504 Gateway Timeout` (or gRPC `DEADLINE_EXCEEDED`) with failure
-//! category NETWORK. The deadline covers the time until response headers
-//! arrive; streaming bodies are not cut.
-//!
-//! ```yaml
-//! filters:
-//!   - timeout: { request: 5s }
-//! ```
+#![doc = include_str!("../../docs/filters/timeout.md")]
 
 use std::{
     future::Future,
