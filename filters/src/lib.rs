@@ -13,10 +13,15 @@ use http_body_util::{combinators::UnsyncBoxBody, BodyExt};
 
 pub mod body;
 pub mod catch_panic;
+pub mod circuit_breaker;
 pub mod classify;
+pub mod concurrency_limit;
 pub mod duration;
+pub mod headers;
 pub mod metrics;
+pub mod rate_limit;
 pub mod registry;
+pub mod retry;
 pub mod timeout;
 pub mod trace;
 

@@ -57,6 +57,11 @@ pub enum Destination {
 #[derive(Clone, Copy, Debug)]
 pub struct ClientAddr(pub SocketAddr);
 
+/// The client's IP as an `X-Forwarded-For` value, rendered once per connection
+/// by the listener.
+#[derive(Clone, Debug)]
+pub struct ForwardedFor(pub HeaderValue);
+
 /// Whether the request arrived over TLS, put in request extensions by the listener.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnTls(pub bool);
@@ -444,7 +449,7 @@ fn prepare_headers(req: &mut Request<HttpBody>, version: Version, upgrade: bool)
         req.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    let client = req.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+    let client = req.extensions().get::<ForwardedFor>().map(|c| c.0.clone());
     let tls = req.extensions().get::<ConnTls>().is_some_and(|t| t.0);
     let headers = req.headers_mut();
     headers.append(
@@ -457,10 +462,13 @@ fn prepare_headers(req: &mut Request<HttpBody>, version: Version, upgrade: bool)
     );
     if let Some(ip) = client {
         let value = match headers.get(&X_FORWARDED_FOR).map(|v| v.to_str()) {
-            Some(Ok(prior)) => format!("{prior}, {ip}"),
-            _ => ip.to_string(),
+            Some(Ok(prior)) => ip
+                .to_str()
+                .ok()
+                .and_then(|ip| HeaderValue::from_str(&format!("{prior}, {ip}")).ok()),
+            _ => Some(ip),
         };
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        if let Some(v) = value {
             headers.insert(X_FORWARDED_FOR.clone(), v);
         }
     }
@@ -477,6 +485,11 @@ fn prepare_headers(req: &mut Request<HttpBody>, version: Version, upgrade: bool)
 /// Removes the headers that describe one connection, not the message
 /// (RFC 9110 section 7.6.1), including those named in `Connection`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass of cheap comparisons instead of a
+    // hashed removal per name.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -506,6 +519,18 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::TRAILER
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
 }
 
 fn upstream_error_kind(e: &hyper_util::client::legacy::Error) -> UpstreamErrorKind {

@@ -28,7 +28,7 @@ use tower::{Service, ServiceExt};
 
 use crate::{
     drain::Drain,
-    forward::{ClientAddr, ConnTls},
+    forward::{ClientAddr, ConnTls, ForwardedFor},
     smuggling::{GuardedIo, REJECTED},
 };
 
@@ -153,9 +153,15 @@ async fn serve_connection<S>(
     S::Future: Send + 'static,
 {
     let draining = drain.clone();
+    let forwarded_for = HeaderValue::from_str(&peer.ip().to_string())
+        .ok()
+        .map(ForwardedFor);
     let hyper_service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let service = service.clone();
         let draining = draining.clone();
+        if let Some(xff) = &forwarded_for {
+            req.extensions_mut().insert(xff.clone());
+        }
         async move {
             req.extensions_mut().insert(ClientAddr(peer));
             req.extensions_mut().insert(ConnTls(false));

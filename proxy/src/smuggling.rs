@@ -320,48 +320,27 @@ impl<T: AsyncRead + Unpin> AsyncRead for GuardedIo<T> {
             if this.state == State::Passthrough && this.buf.is_empty() {
                 return Pin::new(&mut this.io).poll_read(cx, dst);
             }
-            if let (State::Fixed(left), true) = (this.state, this.buf.is_empty()) {
-                // Body bytes of a known length go straight to hyper, no copy.
-                let limit = usize::try_from(left)
-                    .unwrap_or(usize::MAX)
-                    .min(dst.remaining());
-                let n = {
-                    let window = dst.initialize_unfilled_to(limit);
-                    let mut rb = ReadBuf::new(window);
-                    ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
-                    rb.filled().len()
-                };
-                dst.advance(n);
-                if n == 0 {
-                    this.eof = true;
-                } else {
-                    this.state = if n as u64 == left {
-                        State::Head
-                    } else {
-                        State::Fixed(left - n as u64)
-                    };
+            // Read into spare capacity: no zeroing of a scratch buffer per read.
+            this.buf.reserve(8192);
+            let n = match tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut this.buf) {
+                Poll::Ready(result) => result?,
+                Poll::Pending => {
+                    // The deadline is for request heads only: bodies may pause.
+                    if this.buf.is_empty() || this.state != State::Head {
+                        this.head_deadline = None;
+                        return Poll::Pending;
+                    }
+                    let timeout = this.head_timeout;
+                    let deadline = this
+                        .head_deadline
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    ready!(deadline.as_mut().poll(cx));
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "request head not received in time",
+                    )));
                 }
-                return Poll::Ready(Ok(()));
-            }
-            let mut chunk = [0u8; 16 * 1024];
-            let mut rb = ReadBuf::new(&mut chunk);
-            if Pin::new(&mut this.io).poll_read(cx, &mut rb)?.is_pending() {
-                if this.buf.is_empty() {
-                    this.head_deadline = None;
-                    return Poll::Pending;
-                }
-                let timeout = this.head_timeout;
-                let deadline = this
-                    .head_deadline
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                ready!(deadline.as_mut().poll(cx));
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "request head not received in time",
-                )));
-            }
-            let n = rb.filled().len();
-            this.buf.extend_from_slice(&chunk[..n]);
+            };
             if n == 0 {
                 this.eof = true;
                 this.ready = this.buf.len();

@@ -7,7 +7,7 @@ use arc_swap::ArcSwap;
 
 /// Handles by label set, at most `limit` of them.
 pub(crate) struct SeriesCache<K, V> {
-    map: ArcSwap<HashMap<K, Arc<V>>>,
+    map: ArcSwap<HashMap<K, Arc<V>, foldhash::fast::RandomState>>,
     insert: parking_lot::Mutex<()>,
     limit: usize,
 }

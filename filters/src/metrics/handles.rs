@@ -1,6 +1,6 @@
 //! Metric handles, resolved once per label set and cached.
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use http::{uri::Authority, HeaderValue, StatusCode};
 use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
@@ -33,8 +33,10 @@ pub struct HttpMetrics {
     series: SeriesCache<SeriesKey, Series>,
     overflow_series: std::sync::OnceLock<Arc<Series>>,
     overflow: Counter,
-    active: HashMap<(&'static str, &'static str), Gauge>,
-    request_size: HashMap<&'static str, Histogram>,
+    /// By method index, then scheme index.
+    active: Vec<[Gauge; 2]>,
+    /// By method index.
+    request_size: Vec<Histogram>,
     graph: Option<Arc<ServiceGraph>>,
 }
 
@@ -92,9 +94,6 @@ enum ErrorTypeLabel {
     Cancelled,
 }
 
-const METHODS: [&str; 10] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER",
-];
 const SCHEMES: [&str; 2] = ["http", "https"];
 
 pub(crate) fn metadata() -> Metadata<'static> {
@@ -122,11 +121,11 @@ impl HttpMetrics {
             ),
             &md,
         );
-        let mut active = HashMap::new();
-        let mut request_size = HashMap::new();
+        let mut active = Vec::new();
+        let mut request_size = Vec::new();
         if side == Side::Server {
-            for method in METHODS {
-                for scheme in SCHEMES {
+            for method in labels::METHODS {
+                active.push(SCHEMES.map(|scheme| {
                     let key = Key::from_parts(
                         names::SERVER_ACTIVE,
                         vec![
@@ -134,13 +133,13 @@ impl HttpMetrics {
                             Label::new("url_scheme", scheme),
                         ],
                     );
-                    active.insert((method, scheme), recorder.register_gauge(&key, &md));
-                }
+                    recorder.register_gauge(&key, &md)
+                }));
                 let key = Key::from_parts(
                     names::SERVER_REQUEST_SIZE,
                     vec![Label::new("http_request_method", method)],
                 );
-                request_size.insert(method, recorder.register_histogram(&key, &md));
+                request_size.push(recorder.register_histogram(&key, &md));
             }
         }
         Arc::new(Self {
@@ -172,8 +171,8 @@ impl HttpMetrics {
     }
 
     /// The request body size histogram for a method label.
-    pub fn request_size(&self, method: &'static str) -> Option<&Histogram> {
-        self.request_size.get(method)
+    pub fn request_size(&self, method: &http::Method) -> Option<&Histogram> {
+        self.request_size.get(labels::method_index(method))
     }
 
     /// Starts measuring a request.
@@ -186,8 +185,10 @@ impl HttpMetrics {
         server: Option<Authority>,
         peer: Option<HeaderValue>,
     ) -> RequestRecording {
-        let method = labels::method_label(method);
-        let active = self.active.get(&(method, scheme)).cloned();
+        let index = labels::method_index(method);
+        let method = labels::METHODS[index];
+        let scheme_index = usize::from(scheme == "https");
+        let active = self.active.get(index).map(|g| g[scheme_index].clone());
         if let Some(g) = &active {
             g.increment(1.0);
         }

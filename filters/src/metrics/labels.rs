@@ -4,20 +4,30 @@ use std::sync::Arc;
 
 use http::{Method, Version};
 
+/// The `http_request_method` label values, indexed by [`method_index`].
+pub const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER",
+];
+
 /// The standard methods keep their name; anything else is `_OTHER`
 /// (semconv), so a client cannot invent label values.
 pub fn method_label(method: &Method) -> &'static str {
+    METHODS[method_index(method)]
+}
+
+/// The index of a method's label in [`METHODS`].
+pub fn method_index(method: &Method) -> usize {
     match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::CONNECT => "CONNECT",
-        Method::OPTIONS => "OPTIONS",
-        Method::TRACE => "TRACE",
-        Method::PATCH => "PATCH",
-        _ => "_OTHER",
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::CONNECT => 5,
+        Method::OPTIONS => 6,
+        Method::TRACE => 7,
+        Method::PATCH => 8,
+        _ => 9,
     }
 }
 

@@ -112,8 +112,7 @@ where
         if let Some(route) = route {
             req.extensions_mut().insert(route);
         }
-        let method = super::method_label(req.method());
-        if let Some(size) = self.metrics.request_size(method) {
+        if let Some(size) = self.metrics.request_size(req.method()) {
             if req.body().is_end_stream() {
                 // Most requests have no body: record without wrapping (and boxing) it.
                 size.record(0.0);

@@ -21,7 +21,7 @@ mod layer;
 
 pub use self::{
     handles::{HttpMetrics, MetricsConfig, Outcome, RequestRecording, Side},
-    labels::{method_label, protocol_label, MatchedRoute, RouteTable},
+    labels::{method_index, method_label, protocol_label, MatchedRoute, RouteTable, METHODS},
     layer::{RedLayer, RedService, ResponseFuture},
 };
 
