@@ -179,3 +179,29 @@ fn sigterm_drains_in_flight_requests_and_exits_0() {
     let _ = echo.kill();
     let _ = echo.wait();
 }
+
+#[test]
+fn demo_sends_each_kind_of_traffic_and_exits_with_once() {
+    let ports: Vec<String> = (0..3).map(|_| free_port().to_string()).collect();
+    let out = Command::new(BIN)
+        .args(["demo", "--once", "--port", &ports[0], "--app-port", &ports[1], "--admin-port", &ports[2]])
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = |what: &str| {
+        stdout
+            .lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("{what} missing in:\n{stdout}"))
+            .to_string()
+    };
+    assert!(line("HTTP/1.1 GET /api/orders/42").contains(" 200"), "{stdout}");
+    assert!(line("h2c GET /api/orders/7").contains(" 200"), "{stdout}");
+    assert!(line("HTTP/1.1 error").contains(" 500"), "{stdout}");
+    assert!(line("h2c slow request").contains(" 200"), "{stdout}");
+    assert!(line("gRPC Echo/Unary (OK)").contains("grpc-status 0"), "{stdout}");
+    assert!(line("gRPC Echo/Unary (NOT_FOUND)").contains("grpc-status 5"), "{stdout}");
+    assert!(stdout.contains(&format!("http://127.0.0.1:{}/metrics", ports[2])), "{stdout}");
+}
