@@ -485,9 +485,20 @@ fn prepare_headers(req: &mut Request<HttpBody>, version: Version, upgrade: bool)
 /// Removes the headers that describe one connection, not the message
 /// (RFC 9110 section 7.6.1), including those named in `Connection`.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass of cheap comparisons instead of a
-    // hashed removal per name.
-    if !headers.keys().any(is_hop_by_hop) {
+    // One pass of cheap comparisons finds the few present (usually none, or
+    // `Connection: keep-alive`), so only those pay for a hashed removal.
+    let mut present: [Option<HeaderName>; 9] = Default::default();
+    let mut count = 0;
+    for name in headers.keys() {
+        if count < present.len()
+            && is_hop_by_hop(name)
+            && !present[..count].iter().any(|p| p.as_ref() == Some(name))
+        {
+            present[count] = Some(name.clone());
+            count += 1;
+        }
+    }
+    if count == 0 {
         return;
     }
     if headers.contains_key(header::CONNECTION) {
@@ -495,27 +506,23 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             .get_all(header::CONNECTION)
             .iter()
             .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"close"))
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
             .collect();
         for name in named {
             if name != header::TE {
                 headers.remove(name);
             }
         }
-        headers.remove(header::CONNECTION);
     }
-    headers.remove(&KEEP_ALIVE);
-    headers.remove(&PROXY_CONNECTION);
-    headers.remove(header::PROXY_AUTHENTICATE);
-    headers.remove(header::PROXY_AUTHORIZATION);
-    headers.remove(header::TRANSFER_ENCODING);
-    headers.remove(header::UPGRADE);
-    headers.remove(header::TRAILER);
     let te_trailers = headers
         .get_all(header::TE)
         .iter()
         .any(|v| has_token(v.as_bytes(), TRAILERS));
-    headers.remove(header::TE);
+    for name in present.into_iter().flatten() {
+        headers.remove(name);
+    }
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
