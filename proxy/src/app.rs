@@ -163,7 +163,20 @@ pub async fn start(
         Some(own) => Some(chain_over(Destination::FromRequest { own })?),
         None => None,
     };
-    let inbound_svc = stack::listener(server_metrics.clone(), "http", inbound_chain);
+    let tls = match &settings.tls {
+        Some(config) => {
+            let (server, cert) = crate::tls::server_config(config)
+                .map_err(|e| ConfigError::invalid(format!("inbound.tls.{}", e.field), e.message))?;
+            Some((
+                tokio_rustls::TlsAcceptor::from(server),
+                cert,
+                config.clone(),
+            ))
+        }
+        None => None,
+    };
+    let inbound_scheme = if tls.is_some() { "https" } else { "http" };
+    let inbound_svc = stack::listener(server_metrics.clone(), inbound_scheme, inbound_chain);
 
     let (trigger, drain) = drain::channel();
     let config_json = Bytes::from(serde_json::to_vec_pretty(&*settings).unwrap_or_default());
@@ -183,16 +196,20 @@ pub async fn start(
         }
     });
 
-    let options = |name| ServeOptions {
+    let options = |name, tls| ServeOptions {
         name,
         max_header_bytes: settings.max_header_bytes,
         header_read_timeout: HEADER_READ_TIMEOUT,
+        tls,
     };
+    if let Some((_, cert, config)) = &tls {
+        crate::tls::watch(cert.clone(), config.clone(), drain.clone());
+    }
     let inbound_conns = ConnectionCount::default();
     let inbound_task = tokio::spawn(listen::serve(
         inbound_listener,
         inbound_svc,
-        options("inbound"),
+        options("inbound", tls.map(|(acceptor, _, _)| acceptor)),
         inbound_conns,
         connections_gauge("inbound"),
         signaled(drain.clone()),
@@ -221,7 +238,7 @@ pub async fn start(
             Some(tokio::spawn(listen::serve(
                 listener,
                 outbound_svc,
-                options("outbound"),
+                options("outbound", None),
                 conns,
                 connections_gauge("outbound"),
                 stop,

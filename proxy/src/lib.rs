@@ -16,3 +16,4 @@ pub mod logging;
 pub mod rescue;
 pub mod smuggling;
 pub mod stack;
+pub mod tls;

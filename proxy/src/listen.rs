@@ -33,14 +33,16 @@ use crate::{
 };
 
 /// How a listener serves connections.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServeOptions {
     /// `inbound` or `outbound`, for logs.
     pub name: &'static str,
     /// Largest request head, bytes.
     pub max_header_bytes: usize,
-    /// Time allowed for a request head to arrive (slowloris guard).
+    /// Time allowed for a request head (and a TLS handshake) to arrive.
     pub header_read_timeout: Duration,
+    /// TLS termination, when configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Open connections of one listener, for the drain and the gauge.
@@ -141,7 +143,7 @@ async fn serve_connection<S>(
     stream: TcpStream,
     peer: SocketAddr,
     service: S,
-    mut drain: Drain,
+    drain: Drain,
     options: ServeOptions,
     _guard: ConnGuard,
 ) where
@@ -152,6 +154,8 @@ async fn serve_connection<S>(
         + 'static,
     S::Future: Send + 'static,
 {
+    let name = options.name;
+    let is_tls = options.tls.is_some();
     let draining = drain.clone();
     let forwarded_for = HeaderValue::from_str(&peer.ip().to_string())
         .ok()
@@ -164,7 +168,7 @@ async fn serve_connection<S>(
         }
         async move {
             req.extensions_mut().insert(ClientAddr(peer));
-            req.extensions_mut().insert(ConnTls(false));
+            req.extensions_mut().insert(ConnTls(is_tls));
             let version = req.version();
             let mut resp = service.oneshot(req).await?;
             if version != Version::HTTP_2 && draining.is_draining() {
@@ -174,9 +178,43 @@ async fn serve_connection<S>(
             Ok::<_, Infallible>(resp)
         }
     });
-    let name = options.name;
-    let (io, rejected) = GuardedIo::new(stream, options.header_read_timeout);
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), hyper_service);
+    let timeout = options.header_read_timeout;
+    let Some(acceptor) = &options.tls else {
+        let io = GuardedIo::new(stream, timeout);
+        return serve_io(&builder, io, hyper_service, drain, name, peer).await;
+    };
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            let io = GuardedIo::new(stream, timeout);
+            serve_io(&builder, io, hyper_service, drain, name, peer).await;
+        }
+        Ok(Err(e)) => {
+            tracing::info!(listener = name, client = %peer, error = %e, "TLS handshake failed")
+        }
+        Err(_) => {
+            tracing::info!(listener = name, client = %peer, "TLS handshake not completed in time")
+        }
+    }
+}
+
+async fn serve_io<IO, S>(
+    builder: &auto::Builder<TokioExecutor>,
+    (io, rejected): (GuardedIo<IO>, Arc<std::sync::atomic::AtomicU8>),
+    service: S,
+    mut drain: Drain,
+    name: &'static str,
+    peer: SocketAddr,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<HttpBody>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,

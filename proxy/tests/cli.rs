@@ -184,7 +184,16 @@ fn sigterm_drains_in_flight_requests_and_exits_0() {
 fn demo_sends_each_kind_of_traffic_and_exits_with_once() {
     let ports: Vec<String> = (0..3).map(|_| free_port().to_string()).collect();
     let out = Command::new(BIN)
-        .args(["demo", "--once", "--port", &ports[0], "--app-port", &ports[1], "--admin-port", &ports[2]])
+        .args([
+            "demo",
+            "--once",
+            "--port",
+            &ports[0],
+            "--app-port",
+            &ports[1],
+            "--admin-port",
+            &ports[2],
+        ])
         .stderr(Stdio::inherit())
         .output()
         .unwrap();
@@ -197,11 +206,40 @@ fn demo_sends_each_kind_of_traffic_and_exits_with_once() {
             .unwrap_or_else(|| panic!("{what} missing in:\n{stdout}"))
             .to_string()
     };
-    assert!(line("HTTP/1.1 GET /api/orders/42").contains(" 200"), "{stdout}");
+    assert!(
+        line("HTTP/1.1 GET /api/orders/42").contains(" 200"),
+        "{stdout}"
+    );
     assert!(line("h2c GET /api/orders/7").contains(" 200"), "{stdout}");
     assert!(line("HTTP/1.1 error").contains(" 500"), "{stdout}");
     assert!(line("h2c slow request").contains(" 200"), "{stdout}");
-    assert!(line("gRPC Echo/Unary (OK)").contains("grpc-status 0"), "{stdout}");
-    assert!(line("gRPC Echo/Unary (NOT_FOUND)").contains("grpc-status 5"), "{stdout}");
-    assert!(stdout.contains(&format!("http://127.0.0.1:{}/metrics", ports[2])), "{stdout}");
+    assert!(
+        line("gRPC Echo/Unary (OK)").contains("grpc-status 0"),
+        "{stdout}"
+    );
+    assert!(
+        line("gRPC Echo/Unary (NOT_FOUND)").contains("grpc-status 5"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("http://127.0.0.1:{}/metrics", ports[2])),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn missing_tls_files_exit_2_naming_the_field() {
+    let path = temp_file(
+        "tls.yaml",
+        "inbound: { listen: 127.0.0.1:0, tls: { cert: /nonexistent/tls.crt, key: /nonexistent/tls.key } }\nadmin: { listen: 127.0.0.1:0 }\n",
+    );
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("inbound.tls.cert"), "{stderr}");
+    assert!(stderr.contains("/nonexistent/tls.crt"), "{stderr}");
 }

@@ -6,3 +6,4 @@ mod grpc;
 mod http;
 mod outbound;
 mod reload;
+mod tls;

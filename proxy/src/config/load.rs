@@ -118,13 +118,6 @@ fn validate(config: &FileConfig) -> Result<(), ConfigError> {
         super::settings::parse_upstream(upstream)
             .map_err(|m| ConfigError::invalid("inbound.upstream", m))?;
     }
-    if config.inbound.tls.is_some() {
-        // Refuse rather than silently serve plaintext where TLS was asked for.
-        return Err(ConfigError::invalid(
-            "inbound.tls",
-            "TLS termination is not available in this build; terminate TLS in front of sidetrace or remove the block",
-        ));
-    }
     for (i, r) in config.routes.iter().enumerate() {
         if !r.prefix.starts_with('/') {
             return Err(ConfigError::invalid(
