@@ -15,6 +15,10 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder
 use tokio::{net::TcpListener, task::JoinHandle};
 use tower::util::BoxCloneSyncService;
 
+use filters::trace::{
+    Resource, ServiceInfo, TraceLayer, TraceMetrics, TraceOptions, TraceSettings,
+};
+
 use crate::{
     admin::{self, AdminState},
     config::{
@@ -22,6 +26,8 @@ use crate::{
         ConfigError, Settings,
     },
     drain::{self, Drain, DrainTrigger},
+    export::{ExportMetrics, ExportSettings, Pipeline},
+    forward::ClientAddr,
     forward::{Destination, Forward},
     listen::{self, ConnectionCount, ServeOptions},
     stack::{self, Chain},
@@ -62,7 +68,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Binds the listeners and starts serving.
 pub async fn start(
     settings: Settings,
-    _env: &HashMap<String, String>,
+    env: &HashMap<String, String>,
 ) -> Result<Running, StartError> {
     let settings = Arc::new(settings);
     let recorder = Arc::new(build_recorder(&settings));
@@ -176,7 +182,49 @@ pub async fn start(
         None => None,
     };
     let inbound_scheme = if tls.is_some() { "https" } else { "http" };
-    let inbound_svc = stack::listener(server_metrics.clone(), inbound_scheme, inbound_chain);
+
+    // Tracing: one span queue and pipeline for both listeners.
+    let trace_metrics = TraceMetrics::register(&*recorder);
+    let export = ExportSettings::resolve(&settings.tracing.export, env)
+        .map_err(|e| ConfigError::invalid(e.source_name, e.message))?;
+    let resource = Resource::new(
+        ServiceInfo {
+            name: Some(&settings.service_name),
+            version: settings.service_version.as_deref(),
+            environment: settings.environment.as_deref(),
+        },
+        env,
+    );
+    let pipeline = Pipeline::start(
+        &export,
+        &resource,
+        settings.tracing.store_traces,
+        trace_metrics.spans_dropped_queue_full.clone(),
+        ExportMetrics::register(&*recorder),
+    );
+    let trace_settings = Arc::new(
+        TraceSettings::new(&settings.tracing, &settings.routes, trace_metrics)
+            .map_err(|e| ConfigError::invalid(e.field, e.message))?,
+    );
+    let client_address: fn(&http::Extensions) -> Option<SocketAddr> =
+        |ext| ext.get::<ClientAddr>().map(|c| c.0);
+    let inbound_trace = TraceLayer::new(
+        TraceOptions::server(inbound_scheme, Some(settings.upstream.authority.clone()))
+            .client_address(client_address),
+        trace_settings.clone(),
+        pipeline.sink.clone(),
+    );
+    let outbound_trace = TraceLayer::new(
+        TraceOptions::client().client_address(client_address),
+        trace_settings,
+        pipeline.sink.clone(),
+    );
+    let inbound_svc = stack::listener(
+        server_metrics.clone(),
+        inbound_scheme,
+        inbound_trace,
+        inbound_chain,
+    );
 
     let (trigger, drain) = drain::channel();
     let config_json = Bytes::from(serde_json::to_vec_pretty(&*settings).unwrap_or_default());
@@ -185,6 +233,7 @@ pub async fn start(
         config_json,
         ready: false.into(),
         drain: trigger.clone(),
+        traces: pipeline.store.clone(),
     });
     let (admin_stop_tx, admin_stop) = drain::channel();
     let admin_task = tokio::spawn(admin::serve(admin_listener, state.clone(), admin_stop));
@@ -221,7 +270,7 @@ pub async fn start(
             // Calls the app makes are CLIENT requests: measured as such, and
             // as the client side of the service graph.
             let outbound_metrics = metrics(Side::Client, Some(graph.clone()));
-            let outbound_svc = stack::listener(outbound_metrics, "http", chain);
+            let outbound_svc = stack::listener(outbound_metrics, "http", outbound_trace, chain);
             let conns = ConnectionCount::default();
             // The app may still call out while it shuts down: keep accepting
             // until it has no outbound connection left (or the deadline).
@@ -283,11 +332,17 @@ pub async fn start(
                 let _ = t.await;
             }
         };
-        if tokio::time::timeout(drain_timeout, listeners)
-            .await
-            .is_err()
-        {
+        let deadline = tokio::time::Instant::now() + drain_timeout;
+        if tokio::time::timeout_at(deadline, listeners).await.is_err() {
             tracing::warn!(timeout = ?drain_timeout, "drain deadline passed with requests in flight");
+        }
+        // Spans of the last requests go out before the process ends; a dead
+        // collector gets what is left of the deadline, at least a second.
+        let flush_for = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_secs(1));
+        if !pipeline.handle.shutdown(flush_for).await {
+            tracing::warn!("spans still queued at the end of the drain were dropped");
         }
         admin_stop_tx.drain();
         let _ = admin_task.await;

@@ -7,6 +7,7 @@ use arc_swap::ArcSwap;
 use filters::{
     catch_panic::CatchPanicLayer,
     metrics::{HttpMetrics, RedLayer},
+    trace::TraceLayer,
     HttpBody, HttpService,
 };
 use http::{Request, Response};
@@ -25,9 +26,15 @@ pub struct Chain(Arc<ArcSwap<HttpService>>);
 
 /// Builds a listener's stack.
 ///
-/// `metrics` is the listener's server-side RED metrics; `chain` is the
-/// configured filters over the forwarder.
-pub fn listener(metrics: Arc<HttpMetrics>, scheme: &'static str, chain: Chain) -> ListenerService {
+/// `metrics` is the listener's RED metrics, `trace` its trace layer (SERVER
+/// spans inbound, CLIENT spans outbound); `chain` is the configured filters
+/// over the forwarder.
+pub fn listener(
+    metrics: Arc<HttpMetrics>,
+    scheme: &'static str,
+    trace: TraceLayer,
+    chain: Chain,
+) -> ListenerService {
     let svc = ServiceBuilder::new()
         // hyper's body type becomes the chain's boxed body once, here.
         .map_request(|req: Request<Incoming>| {
@@ -36,6 +43,10 @@ pub fn listener(metrics: Arc<HttpMetrics>, scheme: &'static str, chain: Chain) -
         // RED metrics first: they must see every outcome, the proxy's own
         // 4xx/5xx included, and time the whole request until its body ends.
         .layer(RedLayer::new(metrics, scheme))
+        // Tracing next: context in, span, context out, `x-trace-id`, access
+        // log; it needs the infallible service below to see every outcome,
+        // and it reuses the route the metrics layer matched.
+        .layer(trace)
         // Typed errors become responses (with the Failure in extensions for
         // the layers above); below this line everything may fail.
         .layer(RescueLayer)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -114,7 +115,7 @@ def stack(rendered, tmp_path_factory):
             procs.append(p)
             return p
 
-        up, inbound, admin, prom = free_port(), free_port(), free_port(), free_port()
+        up, inbound, outbound, admin, prom = free_port(), free_port(), free_port(), free_port(), free_port()
         echo = start("echo", [str(binary), "echo", "--listen", f"127.0.0.1:{up}"])
         config = tmp / "sidetrace.yaml"
         config.write_text(config_of(rendered))
@@ -124,7 +125,8 @@ def stack(rendered, tmp_path_factory):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SIDETRACE_", "OTEL_", "K8S_"))}
         env.update(container_env(container, {
             "SIDETRACE_CONFIG": str(config), "SIDETRACE_INBOUND": f"127.0.0.1:{inbound}",
-            "SIDETRACE_UPSTREAM": f"http://127.0.0.1:{up}", "SIDETRACE_ADMIN": f"127.0.0.1:{admin}"}))
+            "SIDETRACE_UPSTREAM": f"http://127.0.0.1:{up}", "SIDETRACE_ADMIN": f"127.0.0.1:{admin}",
+            "SIDETRACE_OUTBOUND": f"127.0.0.1:{outbound}"}))
         assert env["OTEL_RESOURCE_ATTRIBUTES"].startswith("k8s.pod.name=checkout-7d9f,k8s.namespace.name=shop,")
         proxy = start("sidetrace", [str(binary), *container["args"]], env=env)
         wait_until("sidetrace admin /ready", lambda: http_get(f"http://127.0.0.1:{admin}/ready")[0] == 200,
@@ -153,6 +155,13 @@ def stack(rendered, tmp_path_factory):
                 http_get(f"http://127.0.0.1:{inbound}/api/orders/{i}")
             for status in (404, 503, 500):
                 http_get(f"http://127.0.0.1:{inbound}/api/orders?status={status}")
+            # The app calling out through the outbound listener (as an HTTP proxy), so the client
+            # side of the service graph has data too.
+            via_outbound = urllib.request.build_opener(
+                urllib.request.ProxyHandler({"http": f"http://127.0.0.1:{outbound}"}))
+            for _ in range(3):
+                with via_outbound.open(f"http://127.0.0.1:{up}/payments", timeout=PATIENCE) as r:
+                    assert r.status == 200
         traffic()
         yield {"base": base, "admin": f"http://127.0.0.1:{admin}", "inbound": inbound, "traffic": traffic,
                "procs": procs, "tmp": tmp}

@@ -1,5 +1,6 @@
 //! The admin server (default `127.0.0.1:15090`): `/metrics`, `/live`,
-//! `/ready`, `/config`, `POST /shutdown`.
+//! `/ready`, `/config`, `/debug/traces` (the embedded trace store),
+//! `POST /shutdown`.
 //!
 //! Plain HTTP/1.1 on its own listener, away from the data path, so a scrape
 //! or a probe never queues behind application traffic.
@@ -35,6 +36,8 @@ pub struct AdminState {
     pub ready: AtomicBool,
     /// Starts the drain (`POST /shutdown`, signals).
     pub drain: DrainTrigger,
+    /// The embedded trace store behind `/debug/traces`.
+    pub traces: Arc<crate::export::TraceStore>,
 }
 
 /// Serves the admin endpoints until the drain has finished (the admin server
@@ -95,6 +98,10 @@ fn route(state: &AdminState, req: Request<Incoming>, peer: SocketAddr) -> Respon
             "application/json",
             state.config_json.clone(),
         ),
+        (&Method::GET, path) if path == "/debug/traces" || path.starts_with("/debug/traces/") => {
+            let (status, content_type, body) = state.traces.handle(path, req.uri().query());
+            respond(status, content_type, body)
+        }
         (&Method::POST, "/shutdown") => {
             if peer.ip().is_loopback() {
                 tracing::info!(client = %peer, "shutdown requested on the admin server");
@@ -116,7 +123,7 @@ fn route(state: &AdminState, req: Request<Incoming>, peer: SocketAddr) -> Respon
         _ => respond(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found; try /metrics /live /ready /config\n",
+            "not found; try /metrics /live /ready /config /debug/traces\n",
         ),
     }
 }

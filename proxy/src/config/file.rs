@@ -2,7 +2,10 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use filters::registry::FilterConfig;
+use filters::{
+    registry::FilterConfig,
+    trace::{RouteConfig, TracingConfig},
+};
 use serde::{Deserialize, Serialize};
 
 /// The whole config file.
@@ -21,8 +24,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub admin: AdminConfig,
     /// Tracing settings; see `docs/tracing.md`.
-    #[serde(default, skip_serializing)]
-    pub tracing: serde::de::IgnoredAny,
+    #[serde(default)]
+    pub tracing: TracingConfig,
     /// Names, sampling and filters per path prefix.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
@@ -106,18 +109,6 @@ pub struct OutboundConfig {
 pub struct AdminConfig {
     /// Address of the admin server.
     pub listen: Option<SocketAddr>,
-}
-
-/// One entry of `routes:`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// Path prefix; the longest matching prefix wins.
-    pub prefix: String,
-    /// Route name: the `http_route` label and span name suffix.
-    pub name: String,
-    /// Sampling override: `always`, `never` or a ratio.
-    pub sample: Option<serde_json::Value>,
 }
 
 /// `metrics:`.

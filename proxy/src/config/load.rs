@@ -126,6 +126,13 @@ fn validate(config: &FileConfig) -> Result<(), ConfigError> {
             ));
         }
     }
+    // The trace layer's own validation: sampler, propagators, export, capture, routes.
+    filters::trace::TraceSettings::new(
+        &config.tracing,
+        &config.routes,
+        filters::trace::TraceMetrics::noop(),
+    )
+    .map_err(|e| ConfigError::invalid(e.field, e.message))?;
     let buckets = &config.metrics.duration_buckets;
     if buckets.is_empty()
         || buckets.windows(2).any(|w| w[0] >= w[1])

@@ -9,10 +9,12 @@ mod load;
 pub mod reload;
 mod settings;
 
+pub use filters::trace::{RouteConfig, TracingConfig};
+
 pub use self::{
     file::{
-        AdminConfig, FileConfig, InboundConfig, MetricsFileConfig, OutboundConfig, RouteConfig,
-        ServiceConfig, TlsConfig, UpstreamProtocol,
+        AdminConfig, FileConfig, InboundConfig, MetricsFileConfig, OutboundConfig, ServiceConfig,
+        TlsConfig, UpstreamProtocol,
     },
     load::{load_file, parse_yaml, ConfigError},
     settings::{

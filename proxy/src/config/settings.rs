@@ -5,7 +5,10 @@ use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
 use http::uri::{Authority, Scheme};
 use serde::{Serialize, Serializer};
 
-use super::{ConfigError, FileConfig, MetricsFileConfig, RouteConfig, TlsConfig, UpstreamProtocol};
+use super::{
+    ConfigError, FileConfig, MetricsFileConfig, RouteConfig, TlsConfig, TracingConfig,
+    UpstreamProtocol,
+};
 use filters::registry::FilterConfig;
 
 /// Values given on the command line or in `SIDETRACE_*` variables; they win
@@ -63,6 +66,8 @@ pub struct Settings {
     pub max_header_bytes: usize,
     /// Named routes.
     pub routes: Vec<RouteConfig>,
+    /// Tracing, with `OTEL_TRACES_SAMPLER(_ARG)` and `OTEL_PROPAGATORS` applied.
+    pub tracing: TracingConfig,
     /// The filter chain.
     pub filters: Vec<FilterConfig>,
     /// RED metrics settings.
@@ -103,6 +108,10 @@ impl Settings {
             .or_else(|| env.get("OTEL_SERVICE_NAME").cloned())
             .or(file.service.name)
             .unwrap_or_else(|| "sidetrace".to_string());
+        let mut tracing = file.tracing;
+        tracing
+            .apply_env(env)
+            .map_err(|e| ConfigError::invalid(e.field, e.message))?;
         Ok(Self {
             service_name,
             service_version: file.service.version,
@@ -130,6 +139,7 @@ impl Settings {
                 .max_header_bytes
                 .unwrap_or(DEFAULT_MAX_HEADER_BYTES),
             routes: file.routes,
+            tracing,
             filters: file.filters,
             metrics: file.metrics,
             config_file,

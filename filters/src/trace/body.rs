@@ -1,0 +1,195 @@
+//! The end of a traced request: the response body's end finishes the span.
+//!
+//! [`SpanEnd`] rides in the response body ([`EosBody`](crate::body::EosBody))
+//! and runs once when the body ends (gRPC status from the trailers), fails,
+//! or is dropped by a client that went away (`error.type=cancelled`, not a
+//! failure). It then runs the `on_end` hooks, the tail sampling decision,
+//! writes the access log line and queues the span if sampled.
+
+use std::{
+    panic::{catch_unwind, AssertUnwindSafe},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use http::{HeaderMap, StatusCode};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+
+use super::{
+    context::hex_str,
+    hooks::PanicSource,
+    layer::{run_on_panic, InFlight},
+    span::{Outcome, SpanRecord},
+};
+use crate::{
+    body::{Eos, EosBody, OnEos},
+    catch_panic::panic_message,
+    classify::{ErrorType, Failure, FailureCategory, GrpcCode},
+    Request,
+};
+
+/// Finishes a span when the response body ends.
+pub struct SpanEnd {
+    inflight: InFlight,
+    outcome: Outcome,
+}
+
+/// How the request body's size is learnt: its exact size hint, or a counter
+/// filled as the body streams (only for bodies of unknown length).
+pub(crate) enum RequestBytes {
+    Known(u64),
+    Counted(Arc<AtomicU64>),
+}
+
+struct CountRequest(Arc<AtomicU64>);
+
+/// The `grpc-status` of a trailers-only response or of trailers.
+pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<GrpcCode> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| GrpcCode::parse(v.as_bytes()))
+}
+
+// === impl RequestBytes ===
+
+impl RequestBytes {
+    /// Learns the request body's size, wrapping the body only when its
+    /// length is not known up front (streaming uploads).
+    pub(crate) fn watch(req: &mut Request) -> Self {
+        let body = req.body();
+        if body.is_end_stream() {
+            return Self::Known(0);
+        }
+        if let Some(exact) = body.size_hint().exact() {
+            return Self::Known(exact);
+        }
+        let counter = Arc::new(AtomicU64::new(0));
+        let body = std::mem::replace(req.body_mut(), crate::empty_body());
+        *req.body_mut() = EosBody::new(body, CountRequest(counter.clone())).boxed_unsync();
+        Self::Counted(counter)
+    }
+
+    fn get(&self) -> u64 {
+        match self {
+            Self::Known(n) => *n,
+            Self::Counted(c) => c.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl OnEos for CountRequest {
+    fn on_eos(self, _: Eos<'_>, bytes: u64) {
+        self.0.store(bytes, Ordering::Relaxed);
+    }
+}
+
+// === impl SpanEnd ===
+
+impl SpanEnd {
+    pub(crate) fn new(
+        inflight: InFlight,
+        status: StatusCode,
+        grpc: Option<GrpcCode>,
+        failure: Option<Failure>,
+    ) -> Self {
+        Self {
+            inflight,
+            outcome: Outcome {
+                status: Some(status),
+                grpc,
+                failure,
+                cancelled: false,
+                response_bytes: 0,
+            },
+        }
+    }
+}
+
+impl OnEos for SpanEnd {
+    fn on_eos(self, eos: Eos<'_>, bytes: u64) {
+        let Self {
+            mut inflight,
+            mut outcome,
+        } = self;
+        outcome.response_bytes = bytes;
+        match eos {
+            Eos::Done { trailers } => {
+                if let Some(code) = trailers.and_then(grpc_status) {
+                    outcome.grpc = Some(code);
+                }
+            }
+            Eos::Error(_) => {
+                if outcome.failure.is_none() {
+                    outcome.failure = Some(Failure::new(
+                        FailureCategory::Network,
+                        ErrorType::UpstreamReset,
+                    ));
+                }
+            }
+            Eos::Cancelled => outcome.cancelled = true,
+        }
+        let record = &mut inflight.record;
+        record.request_bytes = Some(inflight.request_bytes.get());
+        record.finish(&outcome);
+        let outcome = Outcome {
+            failure: record.failure,
+            cancelled: record.cancelled,
+            ..outcome
+        };
+        for hook in &inflight.settings.hooks {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| hook.on_end(record, &outcome))) {
+                let message = panic_message(&*payload);
+                run_on_panic(
+                    &inflight.settings.hooks,
+                    record,
+                    &message,
+                    PanicSource::Hook,
+                );
+            }
+        }
+        let decision = inflight
+            .settings
+            .sampler
+            .tail(inflight.decision, record.failure.as_ref());
+        record.sampled = decision.sampled;
+        record.sampling_reason = decision.reason;
+        if inflight.access_log {
+            access_log(record);
+        }
+        if record.sampled {
+            inflight.sink.send(inflight.record);
+        }
+    }
+}
+
+/// One JSON line per request (target `sidetrace::access`), for every
+/// response including the ones the proxy makes itself.
+fn access_log(span: &SpanRecord) {
+    let trace_id = span.trace_id.to_hex();
+    let span_id = span.span_id.to_hex();
+    let error_type = span.error_type();
+    tracing::info!(
+        target: "sidetrace::access",
+        trace_id = hex_str(&trace_id),
+        span_id = hex_str(&span_id),
+        kind = span.kind.as_str(),
+        method = span.method.as_str(),
+        path = span.path.as_ref().map(|p| p.path()),
+        route = span.route.as_ref().map(|r| &*r.name),
+        protocol = crate::metrics::protocol_label(span.version),
+        status = span.status.map(|s| s.as_u16()),
+        grpc_status = span.grpc_status.map(|g| g.0),
+        duration_ms = span.duration().as_secs_f64() * 1000.0,
+        bytes_in = span.request_bytes,
+        bytes_out = span.response_bytes,
+        upstream = span.upstream.as_ref().map(|u| u.as_str()),
+        client = span.client_address.map(tracing::field::display),
+        failure_category = span.failure.map(|f| f.category.as_str()),
+        error_type = error_type.as_deref(),
+        sampled = span.sampled,
+        "access"
+    );
+}

@@ -1,0 +1,259 @@
+//! The span pipeline: the receiving end of the bounded span queue, batching
+//! by size and by time, handing batches to the OTLP exporter or the
+//! embedded store.
+//!
+//! The request path only ever `try_send`s into the queue
+//! ([`SpanSink`](filters::trace::SpanSink)); while a batch is being exported
+//! (and retried) the queue fills and further spans are dropped and counted,
+//! so a dead collector costs neither latency nor memory past the queue.
+
+use std::{sync::Arc, time::Duration};
+
+use filters::trace::{Resource, SpanReceiver, SpanRecord, SpanSink};
+use metrics::Counter;
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+    time::Instant,
+};
+
+use super::{exporter::Exporter, otlp, settings::ExportSettings, store::TraceStore, ExportMetrics};
+
+/// Where batches go.
+#[derive(Debug)]
+pub enum Destination {
+    /// An OTLP collector.
+    Otlp {
+        /// The exporter.
+        exporter: Box<Exporter>,
+        /// Encodes batches (the resource is encoded once, inside).
+        encoder: otlp::Encoder,
+    },
+    /// The embedded store.
+    Store(Arc<TraceStore>),
+}
+
+/// Controls the running pipeline task.
+#[derive(Debug)]
+pub struct PipelineHandle {
+    control: mpsc::Sender<Control>,
+    task: JoinHandle<()>,
+    dropped_shutdown: Counter,
+}
+
+/// What the proxy wires: the sink for the trace layers, the pipeline, and
+/// the store the admin server reads (empty when spans are exported).
+#[derive(Debug)]
+pub struct Pipeline {
+    /// Give a clone to every trace layer.
+    pub sink: SpanSink,
+    /// Flush and shut down through this.
+    pub handle: PipelineHandle,
+    /// The embedded store, for `/debug/traces`.
+    pub store: Arc<TraceStore>,
+}
+
+#[derive(Debug)]
+enum Control {
+    Flush(oneshot::Sender<()>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+struct Batcher {
+    rx: SpanReceiver,
+    destination: Destination,
+    batch: Vec<SpanRecord>,
+    batch_size: usize,
+}
+
+// === impl Pipeline ===
+
+impl Pipeline {
+    /// Starts the pipeline on the current runtime: OTLP export when
+    /// `settings` has an endpoint, else the embedded store of
+    /// `store_traces` traces. `dropped` is the trace layer's
+    /// `spans_dropped_queue_full` counter.
+    pub fn start(
+        settings: &ExportSettings,
+        resource: &Resource,
+        store_traces: usize,
+        dropped: Counter,
+        metrics: ExportMetrics,
+    ) -> Self {
+        let (sink, rx) = SpanSink::channel(settings.queue_size, dropped);
+        let store = Arc::new(TraceStore::new(store_traces, resource.service_name()));
+        let dropped_shutdown = metrics.dropped_shutdown.clone();
+        let destination = match Exporter::new(settings, metrics) {
+            Some(exporter) => Destination::Otlp {
+                exporter: Box::new(exporter),
+                encoder: otlp::Encoder::new(&otlp::resource(resource)),
+            },
+            None => Destination::Store(store.clone()),
+        };
+        let handle = PipelineHandle::spawn(
+            rx,
+            destination,
+            settings.batch_size,
+            settings.batch_timeout,
+            dropped_shutdown,
+        );
+        Self {
+            sink,
+            handle,
+            store,
+        }
+    }
+}
+
+// === impl PipelineHandle ===
+
+impl PipelineHandle {
+    /// Spawns the batching task reading `rx`.
+    pub fn spawn(
+        rx: SpanReceiver,
+        destination: Destination,
+        batch_size: usize,
+        batch_timeout: Duration,
+        dropped_shutdown: Counter,
+    ) -> Self {
+        let (control, control_rx) = mpsc::channel(4);
+        let batcher = Batcher {
+            rx,
+            destination,
+            batch: Vec::with_capacity(batch_size.max(1)),
+            batch_size: batch_size.max(1),
+        };
+        let task = tokio::spawn(batcher.run(control_rx, batch_timeout));
+        Self {
+            control,
+            task,
+            dropped_shutdown,
+        }
+    }
+
+    /// Sends everything queued so far; returns when it has been handed over
+    /// (exported, failed for good, or stored).
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.control.send(Control::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Stops taking spans, sends what is queued, and stops, giving up at
+    /// `deadline` (spans still queued then are dropped and counted).
+    /// Returns whether everything was sent in time.
+    pub async fn shutdown(self, deadline: Duration) -> bool {
+        let Self {
+            control,
+            mut task,
+            dropped_shutdown,
+        } = self;
+        let (tx, rx) = oneshot::channel();
+        let _ = control.send(Control::Shutdown(tx)).await;
+        let done = async {
+            let _ = rx.await;
+            let _ = (&mut task).await;
+        };
+        match tokio::time::timeout(deadline, done).await {
+            Ok(()) => true,
+            Err(_) => {
+                task.abort();
+                dropped_shutdown.increment(1);
+                tracing::warn!(
+                    target: "sidetrace::export",
+                    deadline_ms = deadline.as_millis() as u64,
+                    "span flush did not finish before the shutdown deadline; remaining spans dropped"
+                );
+                false
+            }
+        }
+    }
+}
+
+// === impl Batcher ===
+
+impl Batcher {
+    async fn run(mut self, mut control: mpsc::Receiver<Control>, batch_timeout: Duration) {
+        let mut deadline: Option<Instant> = None;
+        loop {
+            let wake = deadline.unwrap_or_else(|| Instant::now() + batch_timeout);
+            tokio::select! {
+                biased;
+                ctl = control.recv() => match ctl {
+                    Some(Control::Flush(ack)) => {
+                        while let Ok(span) = self.rx.try_recv() {
+                            self.push(span).await;
+                        }
+                        self.send().await;
+                        deadline = None;
+                        let _ = ack.send(());
+                    }
+                    Some(Control::Shutdown(ack)) => {
+                        self.drain().await;
+                        let _ = ack.send(());
+                        return;
+                    }
+                    None => {
+                        self.drain().await;
+                        return;
+                    }
+                },
+                span = self.rx.recv() => match span {
+                    Some(span) => {
+                        if self.batch.is_empty() {
+                            deadline = Some(Instant::now() + batch_timeout);
+                        }
+                        if self.push(span).await {
+                            deadline = None;
+                        }
+                    }
+                    None => {
+                        self.send().await;
+                        return;
+                    }
+                },
+                () = tokio::time::sleep_until(wake), if deadline.is_some() => {
+                    self.send().await;
+                    deadline = None;
+                }
+            }
+        }
+    }
+
+    /// Adds a span; sends the batch when full (returns `true` then).
+    async fn push(&mut self, span: SpanRecord) -> bool {
+        self.batch.push(span);
+        if self.batch.len() >= self.batch_size {
+            self.send().await;
+            return true;
+        }
+        false
+    }
+
+    /// Closes the queue and sends everything in it.
+    async fn drain(&mut self) {
+        self.rx.close();
+        while let Some(span) = self.rx.recv().await {
+            self.push(span).await;
+        }
+        self.send().await;
+    }
+
+    async fn send(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size));
+        match &mut self.destination {
+            Destination::Otlp { exporter, encoder } => {
+                let encoded = encoder.encode(&batch);
+                let n = batch.len();
+                drop(batch);
+                // Failures are counted and logged by the exporter.
+                let _ = exporter.export(encoded, n).await;
+            }
+            Destination::Store(store) => store.insert(batch),
+        }
+    }
+}
