@@ -38,6 +38,15 @@ log "cargo test"
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
 
+# The propagation parsers' fuzz targets, briefly, where cargo-fuzz (and a
+# nightly toolchain) is installed; a crash fails the run.
+if cargo fuzz --version >/dev/null 2>&1 && rustup toolchain list 2>/dev/null | grep -q nightly; then
+  log "fuzzing the propagation parsers (10 s per target)"
+  (cd filters/fuzz && for target in $(cargo +nightly fuzz list); do
+    cargo +nightly fuzz run "$target" -- -max_total_time=10 -rss_limit_mb=1024
+  done)
+fi
+
 if [ -x scripts/test-chart.sh ]; then
   log "helm chart"
   SIDETRACE_BIN="$PWD/target/debug/sidetrace" bash scripts/test-chart.sh
