@@ -7,3 +7,8 @@ mod http;
 mod outbound;
 mod reload;
 mod tls;
+mod tracing_common;
+mod tracing_export;
+mod tracing_failures;
+mod tracing_propagation;
+mod tracing_sampling;

@@ -1,0 +1,582 @@
+//! A real OTLP trace receiver: a tonic `TraceService` gRPC server or an
+//! OTLP/HTTP `POST /v1/traces` endpoint (hyper), decoding every export
+//! request it gets.
+//!
+//! ```no_run
+//! # async fn doc() {
+//! use integration::otlp::Otlp;
+//! let otlp = Otlp::grpc().run().await;
+//! // ... point the proxy at otlp.endpoint() with protocol otlp.protocol() ...
+//! let spans = otlp.wait_for_spans(1).await;
+//! assert_eq!(spans[0].resource_str("service.name"), Some("checkout"));
+//! otlp.shutdown().await;
+//! # }
+//! ```
+//!
+//! A receiver can be told to answer slowly ([`Mode::Slow`]) or to refuse
+//! with 503 / `UNAVAILABLE` ([`Mode::Unavailable`]), to test a collector
+//! that is slow or down.
+
+use std::{
+    convert::Infallible,
+    io::Read,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::{
+        trace_service_server::{TraceService, TraceServiceServer},
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    },
+    common::v1::{any_value, KeyValue},
+    trace::v1::{span, status, Span},
+};
+use prost::Message;
+use tokio::{
+    net::TcpListener,
+    sync::{oneshot, watch, Notify},
+    task::JoinHandle,
+};
+
+/// How the receiver answers exports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Take every export at once.
+    Ok,
+    /// Hold every export this long (or until [`Otlp::release`]), then take it.
+    Slow(Duration),
+    /// Refuse every export: HTTP 503, gRPC `UNAVAILABLE`.
+    Unavailable,
+}
+
+/// The OTLP transport a receiver speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// OTLP/gRPC (`TraceService/Export`).
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (`POST /v1/traces`).
+    HttpProtobuf,
+}
+
+/// Builds a receiver.
+#[derive(Debug)]
+pub struct OtlpBuilder {
+    protocol: Protocol,
+    mode: Mode,
+}
+
+/// One export request as received.
+#[derive(Clone, Debug)]
+pub struct Received {
+    /// The decoded request.
+    pub request: ExportTraceServiceRequest,
+    /// The body came gzipped (`content-encoding: gzip`).
+    pub gzip: bool,
+    /// The request's headers (gRPC: its metadata as HTTP headers).
+    pub headers: http::HeaderMap,
+}
+
+/// A received span with its resource and scope, flattened.
+#[derive(Clone, Debug)]
+pub struct ReceivedSpan {
+    /// The resource attributes of its `ResourceSpans`.
+    pub resource: Vec<KeyValue>,
+    /// The instrumentation scope name.
+    pub scope: String,
+    /// The span.
+    pub span: Span,
+}
+
+/// A running receiver; stops on drop.
+pub struct Otlp {
+    /// Its address.
+    pub addr: SocketAddr,
+    protocol: Protocol,
+    shared: Arc<Shared>,
+    received: watch::Receiver<Vec<Received>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    received: watch::Sender<Vec<Received>>,
+    /// 0 = ok, 1 = unavailable, otherwise slow by this many ms + 1.
+    mode: AtomicU64,
+    attempts: AtomicUsize,
+    in_flight: AtomicUsize,
+    release: Notify,
+    decode_errors: watch::Sender<Vec<String>>,
+}
+
+// === impl Otlp ===
+
+impl Otlp {
+    /// A tonic `TraceService` gRPC receiver.
+    pub fn grpc() -> OtlpBuilder {
+        OtlpBuilder {
+            protocol: Protocol::Grpc,
+            mode: Mode::Ok,
+        }
+    }
+
+    /// An OTLP/HTTP (`POST /v1/traces`, protobuf, optionally gzip) receiver.
+    pub fn http() -> OtlpBuilder {
+        OtlpBuilder {
+            protocol: Protocol::HttpProtobuf,
+            mode: Mode::Ok,
+        }
+    }
+
+    /// The base URL for `tracing.export.endpoint` / `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The value for `tracing.export.protocol` / `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    pub fn protocol(&self) -> &'static str {
+        match self.protocol {
+            Protocol::Grpc => "grpc",
+            Protocol::HttpProtobuf => "http/protobuf",
+        }
+    }
+
+    /// Changes how later exports are answered.
+    pub fn set_mode(&self, mode: Mode) {
+        self.shared.set_mode(mode);
+    }
+
+    /// Ends the wait of every export held right now (slow mode); later
+    /// ones are held again unless the mode changed.
+    pub fn release(&self) {
+        self.shared.release.notify_waiters();
+    }
+
+    /// Export calls received so far, taken or not.
+    pub fn attempts(&self) -> usize {
+        self.shared.attempts.load(Ordering::SeqCst)
+    }
+
+    /// Export calls being held right now (slow mode).
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Export requests taken so far.
+    pub fn requests(&self) -> Vec<Received> {
+        self.received.borrow().clone()
+    }
+
+    /// Every span taken so far, with its resource.
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        flatten(&self.received.borrow())
+    }
+
+    /// Waits until at least `n` spans were taken, within [`crate::PATIENCE`];
+    /// returns all spans taken so far.
+    pub async fn wait_for_spans(&self, n: usize) -> Vec<ReceivedSpan> {
+        let mut rx = self.received.clone();
+        let waited =
+            tokio::time::timeout(crate::PATIENCE, rx.wait_for(|r| count_spans(r) >= n)).await;
+        match waited {
+            Ok(Ok(_)) => self.spans(),
+            _ => panic!(
+                "waited for {n} spans, the receiver has {} ({} export calls, decode errors: {:?})",
+                self.spans().len(),
+                self.attempts(),
+                self.shared.decode_errors.borrow()
+            ),
+        }
+    }
+
+    /// Waits until `f` holds of the spans taken so far, within
+    /// [`crate::PATIENCE`]; returns them.
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        f: impl Fn(&[ReceivedSpan]) -> bool,
+    ) -> Vec<ReceivedSpan> {
+        let mut rx = self.received.clone();
+        let waited = tokio::time::timeout(crate::PATIENCE, rx.wait_for(|r| f(&flatten(r)))).await;
+        match waited {
+            Ok(Ok(_)) => self.spans(),
+            _ => panic!("waited for {what}; spans: {:#?}", self.spans()),
+        }
+    }
+
+    /// Stops the receiver; fails the test if a body could not be decoded or
+    /// the server task panicked.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+            if let Err(e) = task.await {
+                if e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
+        }
+        let errors = self.shared.decode_errors.borrow().clone();
+        assert!(
+            errors.is_empty(),
+            "the receiver got undecodable exports: {errors:?}"
+        );
+    }
+}
+
+impl Drop for Otlp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn count_spans(received: &[Received]) -> usize {
+    received
+        .iter()
+        .flat_map(|r| &r.request.resource_spans)
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len())
+        .sum()
+}
+
+fn flatten(received: &[Received]) -> Vec<ReceivedSpan> {
+    let mut out = Vec::new();
+    for r in received {
+        for rs in &r.request.resource_spans {
+            let resource = rs
+                .resource
+                .as_ref()
+                .map(|r| r.attributes.clone())
+                .unwrap_or_default();
+            for ss in &rs.scope_spans {
+                let scope = ss
+                    .scope
+                    .as_ref()
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default();
+                for s in &ss.spans {
+                    out.push(ReceivedSpan {
+                        resource: resource.clone(),
+                        scope: scope.clone(),
+                        span: s.clone(),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+// === impl OtlpBuilder ===
+
+impl OtlpBuilder {
+    /// Answers every export after holding it for `delay`.
+    pub fn slow(mut self, delay: Duration) -> Self {
+        self.mode = Mode::Slow(delay);
+        self
+    }
+
+    /// Refuses every export (503 / `UNAVAILABLE`).
+    pub fn unavailable(mut self) -> Self {
+        self.mode = Mode::Unavailable;
+        self
+    }
+
+    /// Binds `127.0.0.1:0` and serves.
+    pub async fn run(self) -> Otlp {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (received_tx, received) = watch::channel(Vec::new());
+        let shared = Arc::new(Shared {
+            received: received_tx,
+            mode: AtomicU64::new(0),
+            attempts: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            release: Notify::new(),
+            decode_errors: watch::channel(Vec::new()).0,
+        });
+        shared.set_mode(self.mode);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = match self.protocol {
+            Protocol::Grpc => {
+                let svc = TraceServiceServer::new(GrpcReceiver(shared.clone()));
+                tokio::spawn(async move {
+                    tonic::transport::Server::builder()
+                        .add_service(svc)
+                        .serve_with_incoming_shutdown(
+                            tonic::transport::server::TcpIncoming::from(listener),
+                            async move {
+                                let _ = stopped.await;
+                            },
+                        )
+                        .await
+                        .expect("the gRPC receiver serves");
+                })
+            }
+            Protocol::HttpProtobuf => tokio::spawn(serve_http(listener, shared.clone(), stopped)),
+        };
+        Otlp {
+            addr,
+            protocol: self.protocol,
+            shared,
+            received,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+}
+
+// === impl Shared ===
+
+impl Shared {
+    fn set_mode(&self, mode: Mode) {
+        let v = match mode {
+            Mode::Ok => 0,
+            Mode::Unavailable => 1,
+            Mode::Slow(d) => 2 + d.as_millis() as u64,
+        };
+        self.mode.store(v, Ordering::SeqCst);
+    }
+
+    fn mode(&self) -> Mode {
+        match self.mode.load(Ordering::SeqCst) {
+            0 => Mode::Ok,
+            1 => Mode::Unavailable,
+            v => Mode::Slow(Duration::from_millis(v - 2)),
+        }
+    }
+
+    /// Applies the mode to one export: `true` when it was taken, `false`
+    /// when refused.
+    async fn answer(&self, received: Received) -> bool {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        match self.mode() {
+            Mode::Unavailable => return false,
+            Mode::Slow(d) => {
+                self.in_flight.fetch_add(1, Ordering::SeqCst);
+                tokio::select! {
+                    () = tokio::time::sleep(d) => {}
+                    () = self.release.notified() => {}
+                }
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+            Mode::Ok => {}
+        }
+        self.received.send_modify(|r| r.push(received));
+        true
+    }
+
+    fn decode_error(&self, e: String) {
+        self.decode_errors.send_modify(|v| v.push(e));
+    }
+}
+
+// === gRPC ===
+
+struct GrpcReceiver(Arc<Shared>);
+
+#[tonic::async_trait]
+impl TraceService for GrpcReceiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let headers = request.metadata().clone().into_headers();
+        let gzip = headers
+            .get("grpc-encoding")
+            .is_some_and(|v| v.as_bytes() == b"gzip");
+        let received = Received {
+            request: request.into_inner(),
+            gzip,
+            headers,
+        };
+        if self.0.answer(received).await {
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        } else {
+            Err(tonic::Status::unavailable("the test collector is down"))
+        }
+    }
+}
+
+// === HTTP ===
+
+async fn serve_http(listener: TcpListener, shared: Arc<Shared>, mut stop: oneshot::Receiver<()>) {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = &mut stop => return,
+            accepted = listener.accept() => match accepted { Ok(c) => c, Err(_) => continue },
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(handle_http(&shared, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+async fn handle_http(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let answer = |status: StatusCode, body: &'static str| {
+        let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+        *resp.status_mut() = status;
+        resp
+    };
+    if req.method() != http::Method::POST || req.uri().path() != "/v1/traces" {
+        shared.decode_error(format!("unexpected {} {}", req.method(), req.uri()));
+        return answer(StatusCode::NOT_FOUND, "POST /v1/traces only\n");
+    }
+    let (parts, body) = req.into_parts();
+    let content_type = parts.headers.get(http::header::CONTENT_TYPE);
+    if content_type.is_none_or(|v| v.as_bytes() != b"application/x-protobuf") {
+        shared.decode_error(format!("content-type {content_type:?}"));
+        return answer(StatusCode::UNSUPPORTED_MEDIA_TYPE, "protobuf only\n");
+    }
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            shared.decode_error(format!("body: {e}"));
+            return answer(StatusCode::BAD_REQUEST, "body\n");
+        }
+    };
+    let gzip = parts
+        .headers
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes() == b"gzip");
+    let body = if gzip {
+        let mut out = Vec::new();
+        if let Err(e) = flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut out) {
+            shared.decode_error(format!("gzip: {e}"));
+            return answer(StatusCode::BAD_REQUEST, "bad gzip\n");
+        }
+        Bytes::from(out)
+    } else {
+        body
+    };
+    let request = match ExportTraceServiceRequest::decode(body) {
+        Ok(r) => r,
+        Err(e) => {
+            shared.decode_error(format!("protobuf: {e}"));
+            return answer(StatusCode::BAD_REQUEST, "bad protobuf\n");
+        }
+    };
+    let received = Received {
+        request,
+        gzip,
+        headers: parts.headers,
+    };
+    if shared.answer(received).await {
+        let mut resp = Response::new(Full::new(
+            ExportTraceServiceResponse::default().encode_to_vec().into(),
+        ));
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/x-protobuf"),
+        );
+        resp
+    } else {
+        answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the test collector is down\n",
+        )
+    }
+}
+
+// === impl ReceivedSpan ===
+
+impl ReceivedSpan {
+    /// The value of span attribute `key`.
+    pub fn attr(&self, key: &str) -> Option<&any_value::Value> {
+        find(&self.span.attributes, key)
+    }
+
+    /// A string span attribute.
+    pub fn str(&self, key: &str) -> Option<&str> {
+        match self.attr(key)? {
+            any_value::Value::StringValue(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// An integer span attribute.
+    pub fn int(&self, key: &str) -> Option<i64> {
+        match self.attr(key)? {
+            any_value::Value::IntValue(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// A string resource attribute.
+    pub fn resource_str(&self, key: &str) -> Option<&str> {
+        match find(&self.resource, key)? {
+            any_value::Value::StringValue(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The trace id, 32 hex digits.
+    pub fn trace_id(&self) -> String {
+        hex(&self.span.trace_id)
+    }
+
+    /// The span id, 16 hex digits.
+    pub fn span_id(&self) -> String {
+        hex(&self.span.span_id)
+    }
+
+    /// The parent span id, 16 hex digits, when there is one.
+    pub fn parent_span_id(&self) -> Option<String> {
+        (!self.span.parent_span_id.is_empty()).then(|| hex(&self.span.parent_span_id))
+    }
+
+    /// SERVER, CLIENT, ...
+    pub fn kind(&self) -> span::SpanKind {
+        span::SpanKind::try_from(self.span.kind).unwrap_or(span::SpanKind::Unspecified)
+    }
+
+    /// The span status code (Unset when there is no status).
+    pub fn status(&self) -> status::StatusCode {
+        self.span
+            .status
+            .as_ref()
+            .and_then(|s| status::StatusCode::try_from(s.code).ok())
+            .unwrap_or(status::StatusCode::Unset)
+    }
+
+    /// The event named `name`, when there is one.
+    pub fn event(&self, name: &str) -> Option<&span::Event> {
+        self.span.events.iter().find(|e| e.name == name)
+    }
+}
+
+fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
