@@ -22,7 +22,7 @@ use filters::trace::{
 use crate::{
     admin::{self, AdminState},
     config::{
-        reload::{self, Reloader},
+        reload::{self, Reloader, TraceReload},
         ConfigError, Settings,
     },
     drain::{self, Drain, DrainTrigger},
@@ -203,7 +203,7 @@ pub async fn start(
         ExportMetrics::register(&*recorder),
     );
     let trace_settings = Arc::new(
-        TraceSettings::new(&settings.tracing, &settings.routes, trace_metrics)
+        TraceSettings::new(&settings.tracing, &settings.routes, trace_metrics.clone())
             .map_err(|e| ConfigError::invalid(e.field, e.message))?,
     );
     let client_address: fn(&http::Extensions) -> Option<SocketAddr> =
@@ -219,6 +219,7 @@ pub async fn start(
         trace_settings,
         pipeline.sink.clone(),
     );
+    let trace_layers = vec![inbound_trace.clone(), outbound_trace.clone()];
     let inbound_svc = stack::listener(
         server_metrics.clone(),
         inbound_scheme,
@@ -307,10 +308,16 @@ pub async fn start(
                 &md,
             )
         };
+        let tracing = TraceReload {
+            layers: trace_layers,
+            metrics: trace_metrics,
+            env: env.clone(),
+        };
         let reloader = Reloader::new(
             path,
             Settings::clone(&settings),
             chains,
+            tracing,
             reloads("success"),
             reloads("failure"),
         );

@@ -108,6 +108,22 @@ impl SpanEnd {
     }
 }
 
+impl SpanEnd {
+    /// The end of a span whose response head never came.
+    pub(crate) fn before_head(inflight: InFlight) -> Self {
+        Self {
+            inflight,
+            outcome: Outcome {
+                status: None,
+                grpc: None,
+                failure: None,
+                cancelled: false,
+                response_bytes: 0,
+            },
+        }
+    }
+}
+
 impl OnEos for SpanEnd {
     fn on_eos(self, eos: Eos<'_>, bytes: u64) {
         let Self {

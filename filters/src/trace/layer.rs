@@ -94,6 +94,16 @@ pin_project! {
         span: Option<InFlight>,
         log_span: tracing::Span,
     }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped before the response head: the client went away while
+            // the upstream was still working. The span ends as cancelled.
+            if let Some(inflight) = this.project().span.take() {
+                crate::body::OnEos::on_eos(SpanEnd::before_head(inflight), crate::body::Eos::Cancelled, 0);
+            }
+        }
+    }
 }
 
 pin_project! {

@@ -3,25 +3,41 @@
 //! requests are untouched. A bad new file is rejected, logged and counted,
 //! and the running chain stays.
 //!
-//! Only `filters:` takes effect on reload; listen addresses, the upstream and
-//! routes need a restart, and a reload that changes them says so in the log.
+//! `filters:` and `tracing:` (sampling, propagators, capture, hooks) take
+//! effect on reload; listen addresses, the upstream, routes and the export
+//! destination need a restart, and a reload that changes them says so in the
+//! log.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
-use filters::registry::build_chain;
+use filters::{
+    registry::build_chain,
+    trace::{TraceLayer, TraceMetrics, TraceSettings},
+};
 use metrics::Counter;
 use tower::util::BoxCloneSyncService;
 
 use super::{load_file, ConfigError, Settings};
 use crate::{drain::Drain, forward::Forward, stack::Chain};
 
-/// Rebuilds and swaps the filter chains.
+/// Rebuilds and swaps the filter chains and the trace settings.
 pub struct Reloader {
     path: PathBuf,
     current: parking_lot::Mutex<Settings>,
     chains: Vec<(Chain, Forward)>,
+    tracing: TraceReload,
     succeeded: Counter,
     failed: Counter,
+}
+
+/// What a reload needs to rebuild the trace layers' settings.
+pub struct TraceReload {
+    /// The layers of every listener.
+    pub layers: Vec<TraceLayer>,
+    /// Their counters, kept across reloads.
+    pub metrics: TraceMetrics,
+    /// The environment (`OTEL_TRACES_SAMPLER`, ...), applied again.
+    pub env: HashMap<String, String>,
 }
 
 // === impl Reloader ===
@@ -32,6 +48,7 @@ impl Reloader {
         path: PathBuf,
         settings: Settings,
         chains: Vec<(Chain, Forward)>,
+        tracing: TraceReload,
         succeeded: Counter,
         failed: Counter,
     ) -> Self {
@@ -39,6 +56,7 @@ impl Reloader {
             path,
             current: parking_lot::Mutex::new(settings),
             chains,
+            tracing,
             succeeded,
             failed,
         }
@@ -72,8 +90,23 @@ impl Reloader {
                 })?;
             rebuilt.push(chain);
         }
+        let mut tracing = file.tracing.clone();
+        tracing
+            .apply_env(&self.tracing.env)
+            .map_err(|e| ConfigError::invalid(e.field, e.message).in_file(&self.path))?;
+        // Routes need a restart (they name metric series), so the running ones stay.
+        let trace_settings =
+            TraceSettings::new(&tracing, &current.routes, self.tracing.metrics.clone())
+                .map_err(|e| ConfigError::invalid(e.field, e.message).in_file(&self.path))?;
+        let trace_settings = Arc::new(trace_settings);
         for ((chain, _), service) in self.chains.iter().zip(rebuilt) {
             chain.swap(service);
+        }
+        for layer in &self.tracing.layers {
+            layer.reload(trace_settings.clone());
+        }
+        if tracing.export != current.tracing.export {
+            tracing::warn!("tracing.export changes take effect on restart");
         }
         let restart_needed = file.inbound.listen.is_some_and(|l| l != current.inbound)
             || file.admin.listen.is_some_and(|l| l != current.admin)
@@ -88,6 +121,7 @@ impl Reloader {
             tracing::warn!("listen addresses, upstream and routes changed in the file take effect on restart; filters were reloaded");
         }
         current.filters = file.filters;
+        current.tracing = tracing;
         Ok(())
     }
 }
