@@ -239,7 +239,9 @@ pub async fn start(
     let (admin_stop_tx, admin_stop) = drain::channel();
     let admin_task = tokio::spawn(admin::serve(admin_listener, state.clone(), admin_stop));
     let upkeep = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        // Histograms keep raw samples until upkeep folds them into buckets:
+        // at 15k requests/s a 5 s interval held ~3 MB of them, 1 s holds a fifth.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
             prometheus.run_upkeep();
