@@ -33,6 +33,9 @@ pub enum Destination {
     Store(Arc<TraceStore>),
 }
 
+/// How often the batcher drains the span queue.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
 /// Controls the running pipeline task.
 #[derive(Debug)]
 pub struct PipelineHandle {
@@ -175,9 +178,13 @@ impl PipelineHandle {
 
 impl Batcher {
     async fn run(mut self, mut control: mpsc::Receiver<Control>, batch_timeout: Duration) {
-        let mut deadline: Option<Instant> = None;
+        // The queue is drained on a short tick instead of waking this task
+        // for every span: a request's `try_send` then finds no waiting
+        // receiver to wake, which keeps the request path cheap.
+        let mut tick = tokio::time::interval(POLL_INTERVAL.min(batch_timeout));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut oldest: Option<Instant> = None;
         loop {
-            let wake = deadline.unwrap_or_else(|| Instant::now() + batch_timeout);
             tokio::select! {
                 biased;
                 ctl = control.recv() => match ctl {
@@ -186,7 +193,7 @@ impl Batcher {
                             self.push(span).await;
                         }
                         self.send().await;
-                        deadline = None;
+                        oldest = None;
                         let _ = ack.send(());
                     }
                     Some(Control::Shutdown(ack)) => {
@@ -199,23 +206,28 @@ impl Batcher {
                         return;
                     }
                 },
-                span = self.rx.recv() => match span {
-                    Some(span) => {
-                        if self.batch.is_empty() {
-                            deadline = Some(Instant::now() + batch_timeout);
-                        }
-                        if self.push(span).await {
-                            deadline = None;
+                _ = tick.tick() => {
+                    loop {
+                        match self.rx.try_recv() {
+                            Ok(span) => {
+                                if self.batch.is_empty() {
+                                    oldest = Some(Instant::now());
+                                }
+                                if self.push(span).await {
+                                    oldest = None;
+                                }
+                            }
+                            Err(mpsc::error::TryRecvError::Empty) => break,
+                            Err(mpsc::error::TryRecvError::Disconnected) => {
+                                self.send().await;
+                                return;
+                            }
                         }
                     }
-                    None => {
+                    if oldest.is_some_and(|t| t.elapsed() >= batch_timeout) {
                         self.send().await;
-                        return;
+                        oldest = None;
                     }
-                },
-                () = tokio::time::sleep_until(wake), if deadline.is_some() => {
-                    self.send().await;
-                    deadline = None;
                 }
             }
         }
