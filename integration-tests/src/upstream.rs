@@ -54,6 +54,49 @@ impl Upstream {
     /// An HTTP/1.1-only app (a legacy service) that counts requests and
     /// answers `legacy <method> <path> <body bytes>`.
     pub async fn http1_only() -> Self {
+        Self::http1_app(|req: Request<Incoming>| async move {
+            let method = req.method().clone();
+            let path = req.uri().path().to_string();
+            let body = http_body_util::BodyExt::collect(req.into_body())
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            Response::new(Full::new(Bytes::from(format!(
+                "legacy {method} {path} {}",
+                body.len()
+            ))))
+        })
+        .await
+    }
+
+    /// An HTTP/1.1 app that accepts `Upgrade: websocket` and echoes the
+    /// tunnelled bytes.
+    pub async fn http1_upgrade_echo() -> Self {
+        Self::http1_app(|mut req: Request<Incoming>| async move {
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(upgraded) = on_upgrade.await {
+                    let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                }
+            });
+            let mut resp = Response::new(Full::new(Bytes::new()));
+            *resp.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+            resp.headers_mut()
+                .insert("upgrade", http::HeaderValue::from_static("websocket"));
+            resp.headers_mut()
+                .insert("connection", http::HeaderValue::from_static("upgrade"));
+            resp
+        })
+        .await
+    }
+
+    /// An HTTP/1.1-only server answering with `handle`, counting requests.
+    async fn http1_app<F, Fut>(handle: F) -> Self
+    where
+        F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
@@ -66,21 +109,12 @@ impl Upstream {
                     accepted = listener.accept() => match accepted { Ok(c) => c, Err(_) => continue },
                 };
                 let count = count.clone();
+                let handle = handle.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         count.fetch_add(1, Ordering::SeqCst);
-                        async move {
-                            let method = req.method().clone();
-                            let path = req.uri().path().to_string();
-                            let body = http_body_util::BodyExt::collect(req.into_body())
-                                .await
-                                .map(|c| c.to_bytes())
-                                .unwrap_or_default();
-                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
-                                "legacy {method} {path} {}",
-                                body.len()
-                            )))))
-                        }
+                        let response = handle(req);
+                        async move { Ok::<_, Infallible>(response.await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
@@ -92,49 +126,6 @@ impl Upstream {
         Self {
             addr,
             requests,
-            _stop: tx,
-        }
-    }
-
-    /// An HTTP/1.1 app that accepts `Upgrade: websocket` and echoes the
-    /// tunnelled bytes.
-    pub async fn http1_upgrade_echo() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, mut rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = tokio::select! {
-                    _ = &mut rx => return,
-                    accepted = listener.accept() => match accepted { Ok(c) => c, Err(_) => continue },
-                };
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
-                        let on_upgrade = hyper::upgrade::on(&mut req);
-                        tokio::spawn(async move {
-                            if let Ok(upgraded) = on_upgrade.await {
-                                let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
-                                let _ = tokio::io::copy(&mut r, &mut w).await;
-                            }
-                        });
-                        let mut resp = Response::new(Full::new(Bytes::new()));
-                        *resp.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
-                        resp.headers_mut()
-                            .insert("upgrade", http::HeaderValue::from_static("websocket"));
-                        resp.headers_mut()
-                            .insert("connection", http::HeaderValue::from_static("upgrade"));
-                        Ok::<_, Infallible>(resp)
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .with_upgrades()
-                        .await;
-                });
-            }
-        });
-        Self {
-            addr,
-            requests: Arc::default(),
             _stop: tx,
         }
     }
