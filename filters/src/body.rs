@@ -33,6 +33,47 @@ pub enum Eos<'a> {
     Cancelled,
 }
 
+/// How a request ended, as the metrics record it and span hooks see it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Outcome {
+    /// Response status, when a response was produced.
+    pub status: Option<http::StatusCode>,
+    /// gRPC status, from trailers or a trailers-only response.
+    pub grpc: Option<crate::classify::GrpcCode>,
+    /// The failure, when the response was one (set by the proxy's rescue
+    /// layer, or classified from status and gRPC status).
+    pub failure: Option<crate::classify::Failure>,
+    /// The client went away before the end (not a failure).
+    pub cancelled: bool,
+    /// Response body bytes sent.
+    pub response_bytes: u64,
+}
+
+impl Outcome {
+    /// Folds in how the response body ended: the gRPC status of its
+    /// trailers, a broken body as an upstream reset (unless a failure was
+    /// already known), a dropped body as cancelled.
+    pub fn end(&mut self, eos: Eos<'_>, bytes: u64) {
+        self.response_bytes = bytes;
+        match eos {
+            Eos::Done { trailers } => {
+                if let Some(code) = trailers.and_then(crate::classify::GrpcCode::from_headers) {
+                    self.grpc = Some(code);
+                }
+            }
+            Eos::Error(_) => {
+                if self.failure.is_none() {
+                    self.failure = Some(crate::classify::Failure::new(
+                        crate::classify::FailureCategory::Network,
+                        crate::classify::ErrorType::UpstreamReset,
+                    ));
+                }
+            }
+            Eos::Cancelled => self.cancelled = true,
+        }
+    }
+}
+
 /// Receives the end of a body. Runs once, on the task that polls the body.
 pub trait OnEos: Send + 'static {
     /// Called once with the outcome and the number of data bytes seen.

@@ -194,6 +194,11 @@ impl GrpcCode {
     /// INVALID_ARGUMENT.
     pub const INVALID_ARGUMENT: Self = Self(3);
 
+    /// The `grpc-status` of a trailers-only response's headers, or of trailers.
+    pub fn from_headers(headers: &http::HeaderMap) -> Option<Self> {
+        Self::parse(headers.get("grpc-status")?.as_bytes())
+    }
+
     /// Parses a `grpc-status` value; `None` when it is not a number.
     pub fn parse(value: &[u8]) -> Option<Self> {
         if value.is_empty() || value.len() > 5 {

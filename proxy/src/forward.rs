@@ -311,10 +311,7 @@ impl Shared {
         if strip_for.is_some() {
             remove_hop_by_hop(resp.headers_mut());
         }
-        let grpc = resp
-            .headers()
-            .get("grpc-status")
-            .and_then(|v| filters::classify::GrpcCode::parse(v.as_bytes()));
+        let grpc = filters::classify::GrpcCode::from_headers(resp.headers());
         let status = resp.status();
         resp.map(|body| {
             let body = body.map_err(|e| filters::Error::from(upstream_body_error(e)));
@@ -360,26 +357,9 @@ impl OnEos for ClientEnd {
         let mut outcome = Outcome {
             status: Some(status),
             grpc,
-            response_bytes: bytes,
             ..Outcome::default()
         };
-        match eos {
-            Eos::Done { trailers } => {
-                if let Some(code) = trailers
-                    .and_then(|t| t.get("grpc-status"))
-                    .and_then(|v| filters::classify::GrpcCode::parse(v.as_bytes()))
-                {
-                    outcome.grpc = Some(code);
-                }
-            }
-            Eos::Error(_) => {
-                outcome.failure = Some(filters::classify::Failure::new(
-                    filters::classify::FailureCategory::Network,
-                    filters::classify::ErrorType::UpstreamReset,
-                ));
-            }
-            Eos::Cancelled => outcome.cancelled = true,
-        }
+        outcome.end(eos, bytes);
         recording.finish(outcome);
     }
 }

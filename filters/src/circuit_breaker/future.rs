@@ -9,15 +9,13 @@ use std::{
     time::Duration,
 };
 
-use http::{HeaderName, Response};
+use http::Response;
 use pin_project_lite::pin_project;
 
 use super::state::{Admit, Breaker, Outcome};
 use crate::classify::{
     classify_error, classify_response, CircuitOpen, ErrorType, FailureCategory, GrpcCode,
 };
-
-const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 pin_project! {
     /// Response future of [`CircuitBreaker`](super::CircuitBreaker).
@@ -94,10 +92,7 @@ where
 /// answer calls that fail before any message); statuses sent in trailers
 /// after messages are not seen, as the breaker does not wait for the body.
 pub(super) fn response_outcome<B>(res: &Response<B>) -> Outcome {
-    let grpc = res
-        .headers()
-        .get(GRPC_STATUS)
-        .and_then(|v| GrpcCode::parse(v.as_bytes()));
+    let grpc = GrpcCode::from_headers(res.headers());
     match classify_response(res.status(), grpc) {
         Ok(None) => Outcome::Success,
         Ok(Some(f)) => category_outcome(f.category),

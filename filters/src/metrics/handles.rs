@@ -6,8 +6,10 @@ use http::{uri::Authority, HeaderValue, StatusCode};
 use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
 use tokio::time::Instant;
 
+use crate::body::Outcome;
+
 use super::{cache::SeriesCache, graph::ServiceGraph, labels, names, RouteTable};
-use crate::classify::{ErrorType, Failure, FailureCategory, GrpcCode};
+use crate::classify::{ErrorType, FailureCategory, GrpcCode};
 
 /// Which side of the proxy a set of metrics describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,21 +55,6 @@ pub struct RequestRecording {
     peer: Option<HeaderValue>,
     active: Option<Gauge>,
     finished: bool,
-}
-
-/// How a measured request ended.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Outcome {
-    /// Response status, when a response was produced.
-    pub status: Option<StatusCode>,
-    /// gRPC status, from trailers or a trailers-only response.
-    pub grpc: Option<GrpcCode>,
-    /// A failure known before classification (set by the proxy's rescue layer).
-    pub failure: Option<Failure>,
-    /// The client went away before the end.
-    pub cancelled: bool,
-    /// Response body bytes sent.
-    pub response_bytes: u64,
 }
 
 struct Series {

@@ -15,7 +15,7 @@ use tower::{Layer, Service};
 
 use http::uri::Authority;
 
-use super::{graph::CLIENT_HEADER, handles::Outcome, HttpMetrics, RequestRecording, Side};
+use super::{graph::CLIENT_HEADER, HttpMetrics, Outcome, RequestRecording, Side};
 use crate::{
     body::{Eos, EosBody, OnEos},
     classify::{Failure, GrpcCode},
@@ -149,7 +149,7 @@ where
             Ok(resp) => {
                 let outcome = Outcome {
                     status: Some(resp.status()),
-                    grpc: grpc_status(resp.headers()),
+                    grpc: GrpcCode::from_headers(resp.headers()),
                     failure: resp.extensions().get::<Failure>().copied(),
                     ..Outcome::default()
                 };
@@ -182,36 +182,13 @@ fn destination(req: &http::Request<HttpBody>) -> Option<Authority> {
     }
 }
 
-/// The `grpc-status` of a trailers-only response (or a trailers map).
-pub(crate) fn grpc_status(headers: &http::HeaderMap) -> Option<GrpcCode> {
-    headers
-        .get("grpc-status")
-        .and_then(|v| GrpcCode::parse(v.as_bytes()))
-}
-
 impl OnEos for ResponseEnd {
     fn on_eos(self, eos: Eos<'_>, bytes: u64) {
         let Self {
             recording,
             mut outcome,
         } = self;
-        outcome.response_bytes = bytes;
-        match eos {
-            Eos::Done { trailers } => {
-                if let Some(code) = trailers.and_then(grpc_status) {
-                    outcome.grpc = Some(code);
-                }
-            }
-            Eos::Error(_) => {
-                if outcome.failure.is_none() {
-                    outcome.failure = Some(Failure::new(
-                        crate::classify::FailureCategory::Network,
-                        crate::classify::ErrorType::UpstreamReset,
-                    ));
-                }
-            }
-            Eos::Cancelled => outcome.cancelled = true,
-        }
+        outcome.end(eos, bytes);
         recording.finish(outcome);
     }
 }

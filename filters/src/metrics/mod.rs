@@ -19,8 +19,10 @@ mod handles;
 mod labels;
 mod layer;
 
+pub use crate::body::Outcome;
+
 pub use self::{
-    handles::{HttpMetrics, MetricsConfig, Outcome, RequestRecording, Side},
+    handles::{HttpMetrics, MetricsConfig, RequestRecording, Side},
     labels::{method_index, method_label, protocol_label, MatchedRoute, RouteTable, METHODS},
     layer::{RedLayer, RedService, ResponseFuture},
 };

@@ -14,7 +14,7 @@ use std::{
     },
 };
 
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use http_body::Body as _;
 use http_body_util::BodyExt;
 
@@ -27,7 +27,7 @@ use super::{
 use crate::{
     body::{Eos, EosBody, OnEos},
     catch_panic::panic_message,
-    classify::{ErrorType, Failure, FailureCategory, GrpcCode},
+    classify::{Failure, GrpcCode},
     Request,
 };
 
@@ -45,13 +45,6 @@ pub(crate) enum RequestBytes {
 }
 
 struct CountRequest(Arc<AtomicU64>);
-
-/// The `grpc-status` of a trailers-only response or of trailers.
-pub(crate) fn grpc_status(headers: &HeaderMap) -> Option<GrpcCode> {
-    headers
-        .get("grpc-status")
-        .and_then(|v| GrpcCode::parse(v.as_bytes()))
-}
 
 // === impl RequestBytes ===
 
@@ -130,23 +123,7 @@ impl OnEos for SpanEnd {
             mut inflight,
             mut outcome,
         } = self;
-        outcome.response_bytes = bytes;
-        match eos {
-            Eos::Done { trailers } => {
-                if let Some(code) = trailers.and_then(grpc_status) {
-                    outcome.grpc = Some(code);
-                }
-            }
-            Eos::Error(_) => {
-                if outcome.failure.is_none() {
-                    outcome.failure = Some(Failure::new(
-                        FailureCategory::Network,
-                        ErrorType::UpstreamReset,
-                    ));
-                }
-            }
-            Eos::Cancelled => outcome.cancelled = true,
-        }
+        outcome.end(eos, bytes);
         let record = &mut inflight.record;
         record.request_bytes = Some(inflight.request_bytes.get());
         record.finish(&outcome);

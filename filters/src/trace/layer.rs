@@ -18,7 +18,7 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::{
-    body::{grpc_status, RequestBytes, SpanEnd},
+    body::{RequestBytes, SpanEnd},
     config::{validate_routes, RouteConfig, TracingConfig},
     context::{hex_str, TraceId},
     counters::TraceMetrics,
@@ -33,7 +33,7 @@ use super::{
 use crate::{
     body::EosBody,
     catch_panic::panic_message,
-    classify::{ErrorType, Failure, FailureCategory},
+    classify::{ErrorType, Failure, FailureCategory, GrpcCode},
     registry::ConfigError,
     Request, Response,
 };
@@ -457,7 +457,7 @@ impl InFlight {
             std::mem::replace(&mut self.trace_header, HeaderValue::from_static(""))
         };
         parts.headers.insert(X_TRACE_ID, trace_header);
-        let grpc = grpc_status(&parts.headers);
+        let grpc = GrpcCode::from_headers(&parts.headers);
         let end = SpanEnd::new(self, parts.status, grpc, failure);
         Response::from_parts(parts, EosBody::new(body, end).boxed_unsync())
     }

@@ -101,21 +101,7 @@ pub struct SpanEvent {
     pub attributes: Vec<(&'static str, AttrValue)>,
 }
 
-/// How a request ended, as hooks see it in `on_end`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Outcome {
-    /// Response status, when a response was produced.
-    pub status: Option<StatusCode>,
-    /// gRPC status, from trailers or a trailers-only response.
-    pub grpc: Option<GrpcCode>,
-    /// The failure, when the response was one (set by the proxy's rescue
-    /// layer, or classified from status and gRPC status).
-    pub failure: Option<Failure>,
-    /// The client went away before the end (not a failure).
-    pub cancelled: bool,
-    /// Response body bytes sent.
-    pub response_bytes: u64,
-}
+pub use crate::body::Outcome;
 
 /// One request's span.
 #[derive(Clone, Debug)]

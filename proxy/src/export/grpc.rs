@@ -106,7 +106,7 @@ impl GrpcTransport {
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<u16> {
-    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+    filters::classify::GrpcCode::from_headers(headers).map(|code| code.0)
 }
 
 /// What a gRPC status means for the batch.
