@@ -84,6 +84,32 @@ fn bad_config_exits_2_naming_file_line_and_field() {
 }
 
 #[test]
+fn https_upstreams_are_refused_never_dialled_in_clear_text() {
+    let path = temp_file(
+        "https-upstream.yaml",
+        "inbound:\n  upstream: https://billing.internal:8443\n",
+    );
+    let from_file = Command::new(BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let from_flag = Command::new(BIN)
+        .args(["run", "--upstream", "https://billing.internal:8443"])
+        .output()
+        .unwrap();
+    for out in [from_file, from_flag] {
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("upstream"), "{stderr}");
+        assert!(
+            stderr.contains("https:// upstreams are not supported"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
 fn usage_errors_exit_2_and_bind_failures_exit_1() {
     let out = Command::new(BIN)
         .args(["run", "--inbound", "not-an-address"])
