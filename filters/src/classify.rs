@@ -124,6 +124,27 @@ pub struct Panicked {
 #[error("bad request: {0}")]
 pub struct BadRequest(pub &'static str);
 
+/// The client's request body failed: broken framing (a bad chunk size, a
+/// connection closed mid-body) or no data for the body idle timeout. The
+/// client's fault, never the upstream's: 400 or 408, VALIDATION.
+#[derive(Debug, thiserror::Error)]
+#[error("request body from the client: {kind}")]
+pub struct ClientBodyError {
+    /// What went wrong.
+    pub kind: ClientBodyErrorKind,
+}
+
+/// How a client's request body failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClientBodyErrorKind {
+    /// The body was malformed or cut off.
+    #[error("malformed or incomplete")]
+    Framing,
+    /// The body stopped arriving for longer than the body idle timeout.
+    #[error("no data for {0:?}")]
+    Idle(Duration),
+}
+
 /// How a call to the upstream failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpstreamErrorKind {
@@ -133,6 +154,11 @@ pub enum UpstreamErrorKind {
     Reset,
     /// The upstream broke the protocol (e.g. an HTTP/1-only app spoken to in HTTP/2).
     Protocol,
+    /// The upstream did not start its response (status and headers) in time.
+    ResponseHeadTimeout,
+    /// Every allowed upstream connection was busy for the whole queue time:
+    /// the request was shed with 503 before it reached the upstream.
+    Saturated,
 }
 
 /// A call to the upstream failed.
@@ -372,16 +398,45 @@ pub fn classify_error(error: &(dyn std::error::Error + 'static)) -> Synthetic {
             );
         }
         if let Some(up) = e.downcast_ref::<UpstreamError>() {
-            let error_type = match up.kind {
-                UpstreamErrorKind::Connect => E::ConnectError,
-                UpstreamErrorKind::Reset => E::UpstreamReset,
-                UpstreamErrorKind::Protocol => E::UpstreamProtocol,
+            let (status, grpc, error_type) = match up.kind {
+                UpstreamErrorKind::Connect => (
+                    StatusCode::BAD_GATEWAY,
+                    GrpcCode::UNAVAILABLE,
+                    E::ConnectError,
+                ),
+                UpstreamErrorKind::Reset => (
+                    StatusCode::BAD_GATEWAY,
+                    GrpcCode::UNAVAILABLE,
+                    E::UpstreamReset,
+                ),
+                UpstreamErrorKind::Protocol => (
+                    StatusCode::BAD_GATEWAY,
+                    GrpcCode::UNAVAILABLE,
+                    E::UpstreamProtocol,
+                ),
+                UpstreamErrorKind::ResponseHeadTimeout => (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    GrpcCode::DEADLINE_EXCEEDED,
+                    E::Timeout,
+                ),
+                UpstreamErrorKind::Saturated => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    GrpcCode::UNAVAILABLE,
+                    E::Overloaded,
+                ),
+            };
+            return synthetic(status, grpc, Network, error_type);
+        }
+        if let Some(body) = e.downcast_ref::<ClientBodyError>() {
+            let status = match body.kind {
+                ClientBodyErrorKind::Framing => StatusCode::BAD_REQUEST,
+                ClientBodyErrorKind::Idle(_) => StatusCode::REQUEST_TIMEOUT,
             };
             return synthetic(
-                StatusCode::BAD_GATEWAY,
-                GrpcCode::UNAVAILABLE,
-                Network,
-                error_type,
+                status,
+                GrpcCode::INVALID_ARGUMENT,
+                Validation,
+                E::Status(status),
             );
         }
         if e.is::<RateLimited>() {
@@ -586,6 +641,46 @@ mod tests {
                 "panic",
             ),
             (Box::new(BadRequest("x")), 400, 3, Validation, "bad_request"),
+            (
+                Box::new(UpstreamError {
+                    kind: UpstreamErrorKind::ResponseHeadTimeout,
+                    addr: "127.0.0.1:1".parse().unwrap(),
+                    source: "no response head".into(),
+                }),
+                504,
+                4,
+                Network,
+                "timeout",
+            ),
+            (
+                Box::new(UpstreamError {
+                    kind: UpstreamErrorKind::Saturated,
+                    addr: "127.0.0.1:1".parse().unwrap(),
+                    source: "all connections busy".into(),
+                }),
+                503,
+                14,
+                Network,
+                "overloaded",
+            ),
+            (
+                Box::new(ClientBodyError {
+                    kind: ClientBodyErrorKind::Framing,
+                }),
+                400,
+                3,
+                Validation,
+                "400",
+            ),
+            (
+                Box::new(ClientBodyError {
+                    kind: ClientBodyErrorKind::Idle(Duration::from_secs(30)),
+                }),
+                408,
+                3,
+                Validation,
+                "408",
+            ),
             ("something untyped".into(), 500, 13, Internal, "internal"),
         ];
         for (error, status, grpc, category, error_type) in cases {

@@ -23,12 +23,12 @@ use crate::{
     admin::{self, AdminState},
     config::{
         reload::{self, Reloader, TraceReload},
-        ConfigError, Settings,
+        ConfigError, IpNetwork, Settings,
     },
     drain::{self, Drain, DrainTrigger},
     export::{ExportMetrics, ExportSettings, Pipeline},
     forward::ClientAddr,
-    forward::{Destination, Forward},
+    forward::{Destination, Forward, ForwardOptions},
     listen::{self, ConnectionCount, ServeOptions},
     stack::{self, Chain},
 };
@@ -63,13 +63,18 @@ pub struct Running {
     task: JoinHandle<()>,
 }
 
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Binds the listeners and starts serving.
 pub async fn start(
     settings: Settings,
     env: &HashMap<String, String>,
 ) -> Result<Running, StartError> {
+    let mut settings = settings;
+    if let Some(open_files) = crate::config::open_files_limit() {
+        let listeners = 1 + usize::from(settings.outbound.is_some());
+        if let Some(change) = settings.limits.fit_descriptors(open_files, listeners) {
+            tracing::warn!("{change}");
+        }
+    }
     let settings = Arc::new(settings);
     let recorder = Arc::new(build_recorder(&settings));
     let prometheus = recorder.handle();
@@ -150,12 +155,32 @@ pub async fn start(
             Destination::Fixed(_) => Some(hop_metrics.clone()),
             Destination::FromRequest { .. } => None,
         };
-        let forward = Forward::new(
-            destination,
-            settings.upstream_protocol,
-            hop,
-            &settings.service_name,
-        );
+        let listener = match destination {
+            Destination::Fixed(_) => "inbound",
+            Destination::FromRequest { .. } => "outbound",
+        };
+        let labels = || vec![Label::new("listener", listener)];
+        let options = ForwardOptions {
+            protocol: settings.upstream_protocol,
+            response_head_timeout: settings.limits.response_head_timeout,
+            max_connections: settings.limits.upstream_max_connections,
+            queue_timeout: settings.limits.upstream_queue_timeout,
+            connections_open: recorder.register_gauge(
+                &Key::from_parts("sidetrace_upstream_connections_open", labels()),
+                &md,
+            ),
+            shed: recorder.register_counter(
+                &Key::from_parts(
+                    "sidetrace_requests_shed_total",
+                    vec![
+                        Label::new("listener", listener),
+                        Label::new("reason", "upstream_connections"),
+                    ],
+                ),
+                &md,
+            ),
+        };
+        let forward = Forward::new(destination, options, hop, &settings.service_name);
         let chain = build_chain(&settings.filters, BoxCloneSyncService::new(forward.clone()))
             .map_err(|(i, e)| {
                 ConfigError::invalid(format!("filters[{i}].{}", e.field), e.message)
@@ -225,6 +250,7 @@ pub async fn start(
         inbound_scheme,
         inbound_trace,
         inbound_chain,
+        settings.limits.body_idle_timeout,
     );
 
     let (trigger, drain) = drain::channel();
@@ -248,12 +274,35 @@ pub async fn start(
         }
     });
 
-    let options = |name, tls| ServeOptions {
+    let limits = &settings.limits;
+    let options = |name: &'static str, tls, trusted_clients| ServeOptions {
         name,
         max_header_bytes: settings.max_header_bytes,
-        header_read_timeout: HEADER_READ_TIMEOUT,
+        header_read_timeout: limits.header_read_timeout,
+        idle_timeout: limits.idle_timeout,
+        max_connections: limits.max_connections,
+        max_requests_in_flight: limits.max_requests_in_flight,
+        shed_in_flight: recorder.register_counter(
+            &Key::from_parts(
+                "sidetrace_requests_shed_total",
+                vec![
+                    Label::new("listener", name),
+                    Label::new("reason", "requests_in_flight"),
+                ],
+            ),
+            &md,
+        ),
+        http2_max_concurrent_streams: limits.http2_max_concurrent_streams,
+        http2_stream_buffer_bytes: limits.http2_stream_buffer_bytes,
         tls,
+        trusted_clients,
     };
+    let trusted_clients: Arc<[IpNetwork]> = settings
+        .metrics
+        .service_graph
+        .trusted_networks
+        .clone()
+        .into();
     if let Some((_, cert, config)) = &tls {
         crate::tls::watch(cert.clone(), config.clone(), drain.clone());
     }
@@ -261,7 +310,11 @@ pub async fn start(
     let inbound_task = tokio::spawn(listen::serve(
         inbound_listener,
         inbound_svc,
-        options("inbound", tls.map(|(acceptor, _, _)| acceptor)),
+        options(
+            "inbound",
+            tls.map(|(acceptor, _, _)| acceptor),
+            Some(trusted_clients),
+        ),
         inbound_conns,
         connections_gauge("inbound"),
         signaled(drain.clone()),
@@ -273,7 +326,13 @@ pub async fn start(
             // Calls the app makes are CLIENT requests: measured as such, and
             // as the client side of the service graph.
             let outbound_metrics = metrics(Side::Client, Some(graph.clone()));
-            let outbound_svc = stack::listener(outbound_metrics, "http", outbound_trace, chain);
+            let outbound_svc = stack::listener(
+                outbound_metrics,
+                "http",
+                outbound_trace,
+                chain,
+                settings.limits.body_idle_timeout,
+            );
             let conns = ConnectionCount::default();
             // The app may still call out while it shuts down: keep accepting
             // until it has no outbound connection left (or the deadline).
@@ -290,7 +349,7 @@ pub async fn start(
             Some(tokio::spawn(listen::serve(
                 listener,
                 outbound_svc,
-                options("outbound", None),
+                options("outbound", None, None),
                 conns,
                 connections_gauge("outbound"),
                 stop,

@@ -21,7 +21,7 @@ use std::{
 
 use filters::{
     body::{Eos, EosBody, OnEos},
-    classify::{BadRequest, UpstreamError, UpstreamErrorKind},
+    classify::{BadRequest, ClientBodyError, UpstreamError, UpstreamErrorKind},
     metrics::{graph::CLIENT_HEADER, HttpMetrics, Outcome, RequestRecording},
     HttpBody,
 };
@@ -38,7 +38,10 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
 };
 
-use crate::config::{Upstream, UpstreamProtocol};
+use crate::{
+    config::{Upstream, UpstreamProtocol},
+    connect::{LimitedConnector, Saturated},
+};
 
 /// Where requests go.
 #[derive(Clone, Debug)]
@@ -66,6 +69,28 @@ pub struct ForwardedFor(pub HeaderValue);
 #[derive(Clone, Copy, Debug)]
 pub struct ConnTls(pub bool);
 
+/// The `Upgrade` header of an HTTP/1.1 upgrade request, kept aside when the
+/// hop-by-hop headers are removed at the edge of the stack.
+#[derive(Clone, Debug)]
+pub struct UpgradeRequest(pub HeaderValue);
+
+/// How the forwarder treats its upstream.
+#[derive(Clone)]
+pub struct ForwardOptions {
+    /// Protocol spoken to the upstream.
+    pub protocol: UpstreamProtocol,
+    /// Time the upstream has to send its response head; `None` waits forever.
+    pub response_head_timeout: Option<Duration>,
+    /// Open upstream connections at most.
+    pub max_connections: usize,
+    /// Time a request waits for a free upstream connection.
+    pub queue_timeout: Duration,
+    /// Open upstream connections, as a gauge.
+    pub connections_open: metrics::Gauge,
+    /// Requests shed because every upstream connection stayed busy.
+    pub shed: metrics::Counter,
+}
+
 /// The forwarding service. Cheap to clone: one `Arc`.
 #[derive(Clone)]
 pub struct Forward {
@@ -75,8 +100,10 @@ pub struct Forward {
 struct Shared {
     destination: Destination,
     protocol: UpstreamProtocol,
-    http1: Client<HttpConnector, HttpBody>,
-    http2: Client<HttpConnector, HttpBody>,
+    response_head_timeout: Option<Duration>,
+    shed: metrics::Counter,
+    http1: Client<LimitedConnector, HttpBody>,
+    http2: Client<LimitedConnector, HttpBody>,
     /// The app failed an HTTP/2 preface: send non-gRPC requests as HTTP/1.1.
     h2_unsupported: AtomicBool,
     /// The app has answered over HTTP/2 at least once.
@@ -104,6 +131,13 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static TRAILERS: &[u8] = b"trailers";
+static CHUNKED: HeaderValue = HeaderValue::from_static("chunked");
+
+/// Read buffer per HTTP/1.1 upstream connection.
+const UPSTREAM_READ_BUFFER: usize = 64 * 1024;
+/// Receive windows towards an HTTP/2 upstream: what it may send unread.
+const UPSTREAM_H2_STREAM_WINDOW: u32 = 256 * 1024;
+const UPSTREAM_H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
 
 // === impl Forward ===
 
@@ -113,7 +147,7 @@ impl Forward {
     /// destinations in `x-sidetrace-client`.
     pub fn new(
         destination: Destination,
-        protocol: UpstreamProtocol,
+        options: ForwardOptions,
         metrics: Option<Arc<HttpMetrics>>,
         service: &str,
     ) -> Self {
@@ -125,21 +159,38 @@ impl Forward {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         connector.enforce_http(false);
+        // One cap for both clients: the descriptors are the same.
+        let connector = LimitedConnector::new(
+            connector,
+            options.max_connections,
+            options.queue_timeout,
+            options.connections_open,
+        );
         let mut h1 = Client::builder(TokioExecutor::new());
         h1.pool_idle_timeout(Duration::from_secs(90))
             .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(1024);
+            .pool_max_idle_per_host(options.max_connections)
+            // What one response may hold in the read buffer while the client
+            // is not reading it: unread responses push back on the upstream
+            // instead of piling up here.
+            .http1_max_buf_size(UPSTREAM_READ_BUFFER);
         let mut h2 = Client::builder(TokioExecutor::new());
         h2.http2_only(true)
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .http2_keep_alive_interval(Duration::from_secs(30))
-            .http2_keep_alive_while_idle(false);
+            .http2_keep_alive_while_idle(false)
+            // The same for an HTTP/2 app: its windows bound what it may send
+            // ahead of a client that is not reading.
+            .http2_initial_stream_window_size(UPSTREAM_H2_STREAM_WINDOW)
+            .http2_initial_connection_window_size(UPSTREAM_H2_CONNECTION_WINDOW);
         Self {
             shared: Arc::new(Shared {
                 destination,
-                protocol,
+                protocol: options.protocol,
+                response_head_timeout: options.response_head_timeout,
+                shed: options.shed,
                 http1: h1.build(connector.clone()),
                 http2: h2.build(connector),
                 h2_unsupported: AtomicBool::new(false),
@@ -176,7 +227,8 @@ impl Shared {
         let (scheme, authority) = self.destination(&req)?;
         let incoming_version = req.version();
         let grpc = is_grpc(req.headers());
-        let upgrade = incoming_version == Version::HTTP_11 && is_upgrade(req.headers());
+        let upgrade = incoming_version == Version::HTTP_11
+            && req.extensions().get::<UpgradeRequest>().is_some();
         let use_h2 = match self.protocol {
             UpstreamProtocol::Http1 => false,
             UpstreamProtocol::H2c => true,
@@ -197,6 +249,15 @@ impl Shared {
             req.headers_mut().remove(header::HOST);
             *req.version_mut() = Version::HTTP_2;
         } else {
+            // hyper sends a GET, HEAD or CONNECT body of unknown length as no
+            // body at all unless the framing is explicit; never drop it.
+            if !req.body().is_end_stream()
+                && req.body().size_hint().exact().is_none()
+                && !req.headers().contains_key(header::CONTENT_LENGTH)
+            {
+                req.headers_mut()
+                    .insert(header::TRANSFER_ENCODING, CHUNKED.clone());
+            }
             if !req.headers().contains_key(header::HOST) {
                 let host = req.uri().authority().unwrap_or(&authority).as_str();
                 if let Ok(v) = HeaderValue::from_str(host) {
@@ -241,7 +302,18 @@ impl Shared {
             req.headers_mut().insert(CLIENT_HEADER, name.clone());
         }
         let client = if use_h2 { &self.http2 } else { &self.http1 };
-        let result = client.request(req).await;
+        let result = match self.request(client, req).await {
+            Ok(resp) => Ok(resp),
+            Err(Failed::Client(e)) => Err(e),
+            Err(Failed::HeadTimeout(limit)) => {
+                let error = UpstreamError {
+                    kind: UpstreamErrorKind::ResponseHeadTimeout,
+                    addr: authority.clone(),
+                    source: format!("no response head within {limit:?}").into(),
+                };
+                return Err(self.fail(recording, error.into()));
+            }
+        };
         let mut resp = match result {
             Ok(resp) => {
                 if use_h2 {
@@ -250,7 +322,13 @@ impl Shared {
                 resp
             }
             Err(e) => {
+                if let Some(client_fault) = client_body_error(&e) {
+                    return Err(self.fail(recording, client_fault));
+                }
                 let kind = upstream_error_kind(&e);
+                if kind == UpstreamErrorKind::Saturated {
+                    self.shed.increment(1);
+                }
                 if use_h2
                     && kind != UpstreamErrorKind::Connect
                     && self.protocol == UpstreamProtocol::Auto
@@ -279,14 +357,7 @@ impl Shared {
                         return Ok(self.finish_response(resp, recording, None));
                     }
                 }
-                let error = upstream_error(kind, &authority, e);
-                if let Some(recording) = recording {
-                    recording.finish(Outcome {
-                        failure: Some(filters::classify::classify_error(&*error).failure),
-                        ..Outcome::default()
-                    });
-                }
-                return Err(error);
+                return Err(self.fail(recording, upstream_error(kind, &authority, e)));
             }
         };
         let upstream_upgrade = (resp.status() == http::StatusCode::SWITCHING_PROTOCOLS)
@@ -300,6 +371,50 @@ impl Shared {
             return Ok(resp);
         }
         Ok(self.finish_response(resp, recording, Some(incoming_version)))
+    }
+
+    /// Sends `req`; the response-head timeout runs from the end of the
+    /// request body, as the upstream cannot be expected to answer before it
+    /// has the whole request (a client that stalls its body meets the body
+    /// idle timeout instead).
+    async fn request(
+        &self,
+        client: &Client<LimitedConnector, HttpBody>,
+        mut req: Request<HttpBody>,
+    ) -> Result<Response<hyper::body::Incoming>, Failed> {
+        let Some(limit) = self.response_head_timeout else {
+            return client.request(req).await.map_err(Failed::Client);
+        };
+        let mut body_sent = None;
+        if !req.body().is_end_stream() {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            req = req.map(|body| NotifyEnd::new(body, tx).boxed_unsync());
+            body_sent = Some(rx);
+        }
+        let response = client.request(req);
+        tokio::pin!(response);
+        if let Some(body_sent) = body_sent {
+            tokio::select! {
+                result = &mut response => return result.map_err(Failed::Client),
+                // Sent, failed or dropped: either way the wait for a head starts.
+                _ = body_sent => {}
+            }
+        }
+        match tokio::time::timeout(limit, response).await {
+            Ok(result) => result.map_err(Failed::Client),
+            Err(_) => Err(Failed::HeadTimeout(limit)),
+        }
+    }
+
+    /// Ends the upstream hop's recording with `error`'s classification.
+    fn fail(&self, recording: Option<RequestRecording>, error: filters::Error) -> filters::Error {
+        if let Some(recording) = recording {
+            recording.finish(Outcome {
+                failure: Some(filters::classify::classify_error(&*error).failure),
+                ..Outcome::default()
+            });
+        }
+        error
     }
 
     fn finish_response(
@@ -419,11 +534,27 @@ fn has_token(value: &[u8], token: &[u8]) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
+/// Removes the request's hop-by-hop headers where the request enters the
+/// stack, before anything (trace context above all) is added that a
+/// `Connection` header could name; an upgrade's `Upgrade` value is kept in
+/// the extensions for the forwarder.
+pub fn strip_hop_by_hop<B>(req: &mut Request<B>) {
+    if req.version() == Version::HTTP_11 && is_upgrade(req.headers()) {
+        if let Some(value) = req.headers().get(header::UPGRADE).cloned() {
+            req.extensions_mut().insert(UpgradeRequest(value));
+        }
+    }
+    remove_hop_by_hop(req.headers_mut());
+}
+
 fn prepare_headers(req: &mut Request<HttpBody>, version: Version, upgrade: bool) {
     let upgrade_value = upgrade
-        .then(|| req.headers().get(header::UPGRADE).cloned())
+        .then(|| {
+            req.extensions()
+                .get::<UpgradeRequest>()
+                .map(|u| u.0.clone())
+        })
         .flatten();
-    remove_hop_by_hop(req.headers_mut());
     if let Some(value) = upgrade_value {
         req.headers_mut().insert(header::UPGRADE, value);
         req.headers_mut()
@@ -520,7 +651,73 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == PROXY_CONNECTION
 }
 
+/// A request body that says when it has been read to the end.
+struct NotifyEnd {
+    inner: HttpBody,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl NotifyEnd {
+    fn new(inner: HttpBody, done: tokio::sync::oneshot::Sender<()>) -> Self {
+        Self {
+            inner,
+            done: Some(done),
+        }
+    }
+}
+
+impl Body for NotifyEnd {
+    type Data = bytes::Bytes;
+    type Error = filters::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, filters::Error>>> {
+        let frame = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_frame(cx));
+        if frame.is_none() || self.inner.is_end_stream() {
+            if let Some(done) = self.done.take() {
+                let _ = done.send(());
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Why a request to the upstream got no response.
+enum Failed {
+    Client(hyper_util::client::legacy::Error),
+    HeadTimeout(Duration),
+}
+
+/// The client's own request body broke the call: its fault, not the upstream's.
+fn client_body_error(e: &hyper_util::client::legacy::Error) -> Option<filters::Error> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(body) = s.downcast_ref::<ClientBodyError>() {
+            return Some(ClientBodyError { kind: body.kind }.into());
+        }
+        source = s.source();
+    }
+    None
+}
+
 fn upstream_error_kind(e: &hyper_util::client::legacy::Error) -> UpstreamErrorKind {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<Saturated>() {
+            return UpstreamErrorKind::Saturated;
+        }
+        source = s.source();
+    }
     if e.is_connect() {
         return UpstreamErrorKind::Connect;
     }

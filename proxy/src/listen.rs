@@ -5,6 +5,12 @@
 //! HTTP/1 responses carry `Connection: close`, and in-flight requests finish.
 //! Malformed requests are answered by hyper itself (400, 431 for heads over
 //! the limit) and logged here with the peer address.
+//!
+//! What one client may hold is bounded here: connections per listener (past
+//! the cap, new ones wait in the kernel's accept queue), a head deadline from
+//! accept (in the framing guard), an idle timeout for connections with no
+//! request in flight, and HTTP/2 streams per connection with a bounded send
+//! buffer each, so a client that does not read pushes back on the upstream.
 
 use std::{
     convert::Infallible,
@@ -16,20 +22,25 @@ use std::{
     time::Duration,
 };
 
-use filters::HttpBody;
+use filters::{metrics::graph::CLIENT_HEADER, HttpBody};
 use http::{header, HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore},
+};
 use tower::{Service, ServiceExt};
 
 use crate::{
+    config::IpNetwork,
     drain::Drain,
     forward::{ClientAddr, ConnTls, ForwardedFor},
-    smuggling::{GuardedIo, REJECTED},
+    smuggling::{is_upgrade_request, GuardHandle, GuardedIo},
+    validate::OverBudget,
 };
 
 /// How a listener serves connections.
@@ -39,10 +50,27 @@ pub struct ServeOptions {
     pub name: &'static str,
     /// Largest request head, bytes.
     pub max_header_bytes: usize,
-    /// Time allowed for a request head (and a TLS handshake) to arrive.
+    /// Time allowed for a request head (and a TLS handshake) to arrive,
+    /// from accept.
     pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// Requests in flight across the listener's connections, at most.
+    pub max_requests_in_flight: usize,
+    /// Requests refused because the listener had its maximum in flight.
+    pub shed_in_flight: metrics::Counter,
+    /// Concurrent HTTP/2 streams per connection.
+    pub http2_max_concurrent_streams: u32,
+    /// Response bytes buffered per HTTP/2 stream for a client not reading.
+    pub http2_stream_buffer_bytes: usize,
     /// TLS termination, when configured.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Peers whose `x-sidetrace-client` header is believed (inbound only;
+    /// `None` leaves the header alone). Verified client certificates are
+    /// trusted too.
+    pub trusted_clients: Option<Arc<[IpNetwork]>>,
 }
 
 /// Open connections of one listener, for the drain and the gauge.
@@ -59,6 +87,32 @@ impl ConnectionCount {
 struct ConnGuard {
     count: ConnectionCount,
     gauge: metrics::Gauge,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Requests in flight on one connection and since when it has had none, for
+/// the idle timeout. Shared by the connection task and its requests.
+struct Activity {
+    started: tokio::time::Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds from `started` to when `in_flight` last went to zero.
+    idle_since_ms: std::sync::atomic::AtomicU64,
+}
+
+/// Held by a request until its response body is done or dropped: its place
+/// in its connection's activity and in the listener's in-flight budget.
+struct InFlight {
+    activity: Arc<Activity>,
+    listener: Arc<Listener>,
+    /// Requests the listener had in flight, this one included, when it came.
+    listener_count: usize,
+}
+
+/// The response body hyper writes: the stack's body, plus the request's
+/// place in its connection's activity.
+struct ConnBody {
+    inner: HttpBody,
+    _in_flight: InFlight,
 }
 
 impl Drop for ConnGuard {
@@ -98,10 +152,28 @@ pub async fn serve<S>(
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)))
-        .max_concurrent_streams(1024);
-    let builder = Arc::new(builder);
+        .max_concurrent_streams(options.http2_max_concurrent_streams)
+        // Per stream, what is buffered for a client that does not read;
+        // beyond it the response body is not polled, so the upstream waits.
+        .max_send_buf_size(options.http2_stream_buffer_bytes);
+    let slots = Arc::new(Semaphore::new(options.max_connections));
+    let shared = Arc::new(Listener {
+        builder,
+        options,
+        requests_in_flight: AtomicUsize::new(0),
+    });
     tokio::pin!(stop);
     loop {
+        // At the cap, stop accepting: new connections wait in the kernel's
+        // queue until one closes, instead of taking descriptors.
+        let permit = tokio::select! {
+            biased;
+            () = &mut stop => break,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
         let (stream, peer) = tokio::select! {
             biased;
             () = &mut stop => break,
@@ -109,7 +181,7 @@ pub async fn serve<S>(
                 Ok(conn) => conn,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(listener = options.name, error = %e, "accept failed");
+                    tracing::warn!(listener = shared.options.name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -121,14 +193,14 @@ pub async fn serve<S>(
         let guard = ConnGuard {
             count: connections.clone(),
             gauge: gauge.clone(),
+            _permit: permit,
         };
         tokio::spawn(serve_connection(
-            builder.clone(),
+            shared.clone(),
             stream,
             peer,
             service.clone(),
             drain.clone(),
-            options.clone(),
             guard,
         ));
     }
@@ -138,13 +210,33 @@ pub async fn serve<S>(
     }
 }
 
+/// How long an idle connection told to close may take to do so.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// What the connections of one listener share.
+struct Listener {
+    builder: auto::Builder<TokioExecutor>,
+    options: ServeOptions,
+    /// Requests in flight across the listener, for `max_requests_in_flight`.
+    requests_in_flight: AtomicUsize,
+}
+
+/// What is known of one connection once it is accepted (and TLS is done).
+#[derive(Clone, Copy)]
+struct Peer {
+    addr: SocketAddr,
+    tls: bool,
+    /// Whether its `x-sidetrace-client` is believed; `None`: not this
+    /// listener's concern.
+    trusted: Option<bool>,
+}
+
 async fn serve_connection<S>(
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    listener: Arc<Listener>,
     stream: TcpStream,
-    peer: SocketAddr,
+    addr: SocketAddr,
     service: S,
     drain: Drain,
-    options: ServeOptions,
     _guard: ConnGuard,
 ) where
     S: Service<Request<Incoming>, Response = Response<HttpBody>, Error = Infallible>
@@ -154,67 +246,121 @@ async fn serve_connection<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let name = options.name;
-    let is_tls = options.tls.is_some();
-    let draining = drain.clone();
-    let forwarded_for = HeaderValue::from_str(&peer.ip().to_string())
-        .ok()
-        .map(ForwardedFor);
-    let hyper_service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        let service = service.clone();
-        let draining = draining.clone();
-        if let Some(xff) = &forwarded_for {
-            req.extensions_mut().insert(xff.clone());
-        }
-        async move {
-            req.extensions_mut().insert(ClientAddr(peer));
-            req.extensions_mut().insert(ConnTls(is_tls));
-            let version = req.version();
-            let mut resp = service.oneshot(req).await?;
-            if version != Version::HTTP_2 && draining.is_draining() {
-                resp.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            Ok::<_, Infallible>(resp)
-        }
-    });
+    let options = &listener.options;
     let timeout = options.header_read_timeout;
+    let in_trusted_network =
+        |trusted: &Arc<[IpNetwork]>| trusted.iter().any(|n| n.contains(addr.ip()));
     let Some(acceptor) = &options.tls else {
-        let io = GuardedIo::new(stream, timeout);
-        return serve_io(&builder, io, hyper_service, drain, name, peer).await;
+        let peer = Peer {
+            addr,
+            tls: false,
+            trusted: options.trusted_clients.as_ref().map(in_trusted_network),
+        };
+        let (io, guard) = GuardedIo::new(stream, timeout);
+        return serve_io(&listener, io, guard, peer, service, drain).await;
     };
     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => {
-            let io = GuardedIo::new(stream, timeout);
-            serve_io(&builder, io, hyper_service, drain, name, peer).await;
+            // The acceptor verified any certificate against `client_ca`:
+            // a peer that presented one is a known sidecar.
+            let verified = stream.get_ref().1.peer_certificates().is_some();
+            let peer = Peer {
+                addr,
+                tls: true,
+                trusted: options
+                    .trusted_clients
+                    .as_ref()
+                    .map(|nets| verified || in_trusted_network(nets)),
+            };
+            let (io, guard) = GuardedIo::new(stream, timeout);
+            serve_io(&listener, io, guard, peer, service, drain).await;
         }
         Ok(Err(e)) => {
-            tracing::info!(listener = name, client = %peer, error = %e, "TLS handshake failed")
+            tracing::info!(listener = options.name, client = %addr, error = %e, "TLS handshake failed")
         }
         Err(_) => {
-            tracing::info!(listener = name, client = %peer, "TLS handshake not completed in time")
+            tracing::info!(listener = options.name, client = %addr, "TLS handshake not completed in time")
         }
     }
 }
 
+/// Serves one connection: connection facts go into each request, the
+/// framing guard is told how an upgrade ended, requests count against the
+/// connection's idle timeout and the listener's in-flight budget.
 async fn serve_io<IO, S>(
-    builder: &auto::Builder<TokioExecutor>,
-    (io, rejected): (GuardedIo<IO>, Arc<std::sync::atomic::AtomicU8>),
+    listener: &Arc<Listener>,
+    io: GuardedIo<IO>,
+    guard: GuardHandle,
+    peer: Peer,
     service: S,
     mut drain: Drain,
-    name: &'static str,
-    peer: SocketAddr,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<
-            Request<Incoming>,
-            Response = Response<HttpBody>,
-            Error = Infallible,
-        > + Send
+    S: Service<Request<Incoming>, Response = Response<HttpBody>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
         + 'static,
     S::Future: Send + 'static,
 {
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let options = &listener.options;
+    let name = options.name;
+    let activity = Arc::new(Activity {
+        started: tokio::time::Instant::now(),
+        in_flight: AtomicUsize::new(0),
+        idle_since_ms: std::sync::atomic::AtomicU64::new(0),
+    });
+    let forwarded_for = HeaderValue::from_str(&peer.addr.ip().to_string())
+        .ok()
+        .map(ForwardedFor);
+    let draining = drain.clone();
+    let conn_activity = activity.clone();
+    let shared = listener.clone();
+    let upgrades = guard.clone();
+    let hyper_service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        let service = service.clone();
+        let draining = draining.clone();
+        let upgrades = upgrades.clone();
+        let in_flight = InFlight::start(&conn_activity, &shared);
+        if let Some(max) = in_flight.over_budget(&shared.options) {
+            shared.options.shed_in_flight.increment(1);
+            req.extensions_mut().insert(OverBudget { max });
+        }
+        if let Some(xff) = &forwarded_for {
+            req.extensions_mut().insert(xff.clone());
+        }
+        if peer.trusted == Some(false) {
+            req.headers_mut().remove(CLIENT_HEADER);
+        }
+        async move {
+            req.extensions_mut().insert(ClientAddr(peer.addr));
+            req.extensions_mut().insert(ConnTls(peer.tls));
+            let version = req.version();
+            let upgrade = (version != Version::HTTP_2
+                && is_upgrade_request(req.headers(), req.method()))
+            .then(|| req.method() == http::Method::CONNECT);
+            let mut resp = service.oneshot(req).await?;
+            if let Some(connect) = upgrade {
+                let status = resp.status();
+                upgrades.upgrade_outcome(if connect {
+                    status.is_success()
+                } else {
+                    status == http::StatusCode::SWITCHING_PROTOCOLS
+                });
+            }
+            if version != Version::HTTP_2 && draining.is_draining() {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(resp.map(|inner| ConnBody {
+                inner,
+                _in_flight: in_flight,
+            }))
+        }
+    });
+    let conn = listener
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(io), hyper_service);
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
@@ -222,11 +368,102 @@ async fn serve_io<IO, S>(
             conn.as_mut().graceful_shutdown();
             conn.await
         }
+        () = activity.idle(options.idle_timeout) => {
+            tracing::debug!(listener = name, client = %peer.addr, "idle connection closed");
+            conn.as_mut().graceful_shutdown();
+            // An HTTP/2 client that never acknowledges the GOAWAY's ping would
+            // hold the connection open: it has no request in flight, so it
+            // loses nothing when the socket closes after a short grace.
+            tokio::time::timeout(IDLE_CLOSE_GRACE, conn)
+                .await
+                .unwrap_or(Ok(()))
+        }
     };
-    if rejected.load(std::sync::atomic::Ordering::Relaxed) == REJECTED {
-        tracing::warn!(listener = name, client = %peer, "rejected a request with both Content-Length and Transfer-Encoding (400)");
+    if let Some(rejection) = guard.rejection() {
+        tracing::warn!(listener = name, client = %peer.addr, reason = rejection.reason(), "request refused by the framing guard (400)");
     } else if let Err(e) = result {
-        log_connection_error(name, peer, &*e);
+        log_connection_error(name, peer.addr, &*e);
+    }
+}
+
+// === impl Activity ===
+
+impl Activity {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Resolves once the connection has had no request in flight for `limit`.
+    async fn idle(&self, limit: Duration) {
+        let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        loop {
+            let wake = if self.in_flight.load(Ordering::Acquire) == 0 {
+                let since = self.idle_since_ms.load(Ordering::Acquire);
+                let now = self.now_ms();
+                if now.saturating_sub(since) >= limit_ms
+                    && self.in_flight.load(Ordering::Acquire) == 0
+                {
+                    return;
+                }
+                since.saturating_add(limit_ms).saturating_sub(now)
+            } else {
+                limit_ms
+            };
+            tokio::time::sleep(Duration::from_millis(wake.max(1))).await;
+        }
+    }
+}
+
+// === impl InFlight ===
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>, listener: &Arc<Listener>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        let listener_count = listener.requests_in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        Self {
+            activity: activity.clone(),
+            listener: listener.clone(),
+            listener_count,
+        }
+    }
+
+    /// The listener's budget when this request is over it.
+    fn over_budget(&self, options: &ServeOptions) -> Option<usize> {
+        (self.listener_count > options.max_requests_in_flight)
+            .then_some(options.max_requests_in_flight)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.listener
+            .requests_in_flight
+            .fetch_sub(1, Ordering::AcqRel);
+        let now = self.activity.now_ms();
+        self.activity.idle_since_ms.store(now, Ordering::Release);
+        self.activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+// === impl ConnBody ===
+
+impl http_body::Body for ConnBody {
+    type Data = bytes::Bytes;
+    type Error = filters::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -1,7 +1,7 @@
 //! THE place where the inbound and outbound stacks are assembled, outermost
 //! layer first. Each layer says why it sits where it does.
 
-use std::{convert::Infallible, sync::Arc};
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use arc_swap::ArcSwap;
 use filters::{
@@ -15,7 +15,10 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tower::{util::BoxCloneSyncService, Service, ServiceBuilder, ServiceExt};
 
-use crate::rescue::RescueLayer;
+use crate::{
+    client_body::ClientBody, forward::strip_hop_by_hop, rescue::RescueLayer,
+    validate::ValidateLayer,
+};
 
 /// The service a listener hands to hyper.
 pub type ListenerService = BoxCloneSyncService<Request<Incoming>, Response<HttpBody>, Infallible>;
@@ -28,17 +31,23 @@ pub struct Chain(Arc<ArcSwap<HttpService>>);
 ///
 /// `metrics` is the listener's RED metrics, `trace` its trace layer (SERVER
 /// spans inbound, CLIENT spans outbound); `chain` is the configured filters
-/// over the forwarder.
+/// over the forwarder; a request body that delivers nothing for
+/// `body_idle_timeout` fails.
 pub fn listener(
     metrics: Arc<HttpMetrics>,
     scheme: &'static str,
     trace: TraceLayer,
     chain: Chain,
+    body_idle_timeout: Duration,
 ) -> ListenerService {
     let svc = ServiceBuilder::new()
-        // hyper's body type becomes the chain's boxed body once, here.
-        .map_request(|req: Request<Incoming>| {
-            req.map(|b| b.map_err(filters::Error::from).boxed_unsync())
+        // At the edge: headers that describe the client's connection go
+        // before anything is added that a `Connection` header could name
+        // (trace context). hyper's body becomes the chain's boxed body once,
+        // with its errors typed as the client's.
+        .map_request(move |mut req: Request<Incoming>| {
+            strip_hop_by_hop(&mut req);
+            req.map(|b| ClientBody::new(b, body_idle_timeout).boxed_unsync())
         })
         // RED metrics first: they must see every outcome, the proxy's own
         // 4xx/5xx included, and time the whole request until its body ends.
@@ -50,6 +59,9 @@ pub fn listener(
         // Typed errors become responses (with the Failure in extensions for
         // the layers above); below this line everything may fail.
         .layer(RescueLayer)
+        // Ambiguous targets and authorities end here, as a 400 every layer
+        // above records.
+        .layer(ValidateLayer)
         // A panicking filter becomes one more INTERNAL error for rescue.
         .layer(CatchPanicLayer::new())
         .service(chain);

@@ -208,7 +208,10 @@ impl Failed {
                 return Some(match up.kind {
                     UpstreamErrorKind::Connect => Self::Connect,
                     UpstreamErrorKind::Reset => Self::Reset,
-                    UpstreamErrorKind::Protocol => return None,
+                    UpstreamErrorKind::ResponseHeadTimeout => Self::Timeout,
+                    // Shed because the upstream is saturated: another
+                    // attempt would only add to the queue.
+                    UpstreamErrorKind::Protocol | UpstreamErrorKind::Saturated => return None,
                 });
             }
             if e.is::<RequestTimeout>() {

@@ -3,6 +3,7 @@
 mod drain;
 mod failures;
 mod grpc;
+mod hostile;
 mod http;
 mod outbound;
 mod reload;

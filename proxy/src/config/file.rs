@@ -38,6 +38,9 @@ pub struct FileConfig {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(default, with = "filters::duration::option")]
     pub drain_timeout: Option<Duration>,
+    /// What clients may take from the proxy: timeouts, connections, streams.
+    #[serde(default)]
+    pub limits: super::LimitsConfig,
 }
 
 /// `service:`: resource attributes.
@@ -119,6 +122,18 @@ pub struct MetricsFileConfig {
     pub series_limit: usize,
     /// Duration histogram buckets in seconds.
     pub duration_buckets: Vec<f64>,
+    /// Service-graph settings.
+    pub service_graph: ServiceGraphConfig,
+}
+
+/// `metrics.service_graph:`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceGraphConfig {
+    /// Peers whose `x-sidetrace-client` header names the calling service;
+    /// others count as `user`. Clients with a verified certificate (inbound
+    /// mTLS) are trusted as well.
+    pub trusted_networks: Vec<super::IpNetwork>,
 }
 
 impl Default for MetricsFileConfig {
@@ -126,6 +141,7 @@ impl Default for MetricsFileConfig {
         Self {
             series_limit: 2000,
             duration_buckets: filters::metrics::DURATION_BUCKETS.to_vec(),
+            service_graph: ServiceGraphConfig::default(),
         }
     }
 }

@@ -114,6 +114,21 @@ fn validate(config: &FileConfig) -> Result<(), ConfigError> {
             ConfigError::invalid(format!("filters[{i}].{}.{}", f.name(), e.field), e.message)
         })?;
     }
+    if let Some(bytes) = config.inbound.max_header_bytes {
+        if !(1024..=crate::smuggling::MAX_HEAD).contains(&bytes) {
+            return Err(ConfigError::invalid(
+                "inbound.max_header_bytes",
+                format!(
+                    "{bytes} is out of range: 1024 to {} bytes (every head larger than that is refused)",
+                    crate::smuggling::MAX_HEAD
+                ),
+            ));
+        }
+    }
+    config
+        .limits
+        .validate()
+        .map_err(|(field, message)| ConfigError::invalid(format!("limits.{field}"), message))?;
     if let Some(upstream) = &config.inbound.upstream {
         super::settings::parse_upstream(upstream)
             .map_err(|m| ConfigError::invalid("inbound.upstream", m))?;

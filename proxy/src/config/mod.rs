@@ -5,7 +5,9 @@
 //! Precedence is flag > env > config file > default (DESIGN section 3).
 
 mod file;
+mod limits;
 mod load;
+mod network;
 pub mod reload;
 mod settings;
 
@@ -14,9 +16,11 @@ pub use filters::trace::{RouteConfig, TracingConfig};
 pub use self::{
     file::{
         AdminConfig, FileConfig, InboundConfig, MetricsFileConfig, OutboundConfig, ServiceConfig,
-        TlsConfig, UpstreamProtocol,
+        ServiceGraphConfig, TlsConfig, UpstreamProtocol,
     },
+    limits::{open_files_limit, LimitsConfig, DEFAULT_HEADER_READ_TIMEOUT, DESCRIPTOR_RESERVE},
     load::{load_file, parse_yaml, ConfigError},
+    network::IpNetwork,
     settings::{
         Overrides, Settings, Upstream, DEFAULT_ADMIN, DEFAULT_DRAIN, DEFAULT_INBOUND,
         DEFAULT_MAX_HEADER_BYTES, DEFAULT_UPSTREAM,

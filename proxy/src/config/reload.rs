@@ -111,6 +111,7 @@ impl Reloader {
         let restart_needed = file.inbound.listen.is_some_and(|l| l != current.inbound)
             || file.admin.listen.is_some_and(|l| l != current.admin)
             || file.routes.len() != current.routes.len()
+            || file.limits != current.limits
             || file
                 .inbound
                 .upstream
@@ -118,7 +119,7 @@ impl Reloader {
                 .and_then(|u| super::settings::parse_upstream(u).ok())
                 .is_some_and(|u| u.authority != current.upstream.authority);
         if restart_needed {
-            tracing::warn!("listen addresses, upstream and routes changed in the file take effect on restart; filters were reloaded");
+            tracing::warn!("listen addresses, upstream, routes and limits changed in the file take effect on restart; filters were reloaded");
         }
         current.filters = file.filters;
         current.tracing = tracing;

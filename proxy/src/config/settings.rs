@@ -72,6 +72,8 @@ pub struct Settings {
     pub filters: Vec<FilterConfig>,
     /// RED metrics settings.
     pub metrics: MetricsFileConfig,
+    /// What clients may take from the proxy.
+    pub limits: super::LimitsConfig,
     /// The file the settings came from, for reloads.
     pub config_file: Option<PathBuf>,
 }
@@ -142,6 +144,7 @@ impl Settings {
             tracing,
             filters: file.filters,
             metrics: file.metrics,
+            limits: file.limits,
             config_file,
         })
     }

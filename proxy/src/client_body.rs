@@ -1,0 +1,136 @@
+//! The client's request body as the stack sees it: hyper's body with its
+//! errors typed as the client's fault ([`ClientBodyError`]: 400 or 408,
+//! VALIDATION, never a 502 blamed on the upstream) and an idle timeout for
+//! bodies that stop arriving.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{ready, Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use filters::classify::{ClientBodyError, ClientBodyErrorKind};
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+/// A request body from a client.
+pub struct ClientBody<B> {
+    inner: B,
+    idle_timeout: Duration,
+    /// Created the first time the body makes the reader wait, so bodies that
+    /// arrive whole (nearly all) never touch the timer wheel.
+    idle: Option<Pin<Box<Sleep>>>,
+}
+
+// === impl ClientBody ===
+
+impl<B> ClientBody<B> {
+    /// Wraps `inner`; a wait for data longer than `idle_timeout` fails the body.
+    pub fn new(inner: B, idle_timeout: Duration) -> Self {
+        Self {
+            inner,
+            idle_timeout,
+            idle: None,
+        }
+    }
+}
+
+impl<B> Body for ClientBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    type Data = Bytes;
+    type Error = filters::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                if let Some(idle) = &mut this.idle {
+                    idle.as_mut().reset(Instant::now() + this.idle_timeout);
+                }
+                Poll::Ready(frame.map(|f| {
+                    f.map_err(|e| {
+                        tracing::debug!(error = %e, "request body from the client failed");
+                        ClientBodyError {
+                            kind: ClientBodyErrorKind::Framing,
+                        }
+                        .into()
+                    })
+                }))
+            }
+            Poll::Pending => {
+                let timeout = this.idle_timeout;
+                let idle = this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                ready!(idle.as_mut().poll(cx));
+                Poll::Ready(Some(Err(ClientBodyError {
+                    kind: ClientBodyErrorKind::Idle(timeout),
+                }
+                .into())))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::{BodyExt, StreamBody};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stops_arriving_fails_with_idle() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
+        tx.send(Ok(Frame::data(Bytes::from_static(b"part"))))
+            .await
+            .unwrap();
+        let stream = tokio_stream_from(rx);
+        let mut body = ClientBody::new(StreamBody::new(stream), Duration::from_secs(30));
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "part");
+        let err = body.frame().await.unwrap().unwrap_err();
+        let err = err.downcast_ref::<ClientBodyError>().unwrap();
+        assert_eq!(err.kind, ClientBodyErrorKind::Idle(Duration::from_secs(30)));
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn body_errors_are_the_clients_fault() {
+        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"ok"))),
+            Err(std::io::Error::other("bad chunk size")),
+        ];
+        let stream = futures_util::stream::iter(frames);
+        let mut body = ClientBody::new(StreamBody::new(stream), Duration::from_secs(30));
+        assert!(body.frame().await.unwrap().is_ok());
+        let err = body.frame().await.unwrap().unwrap_err();
+        let classified = filters::classify::classify_error(&*err);
+        assert_eq!(classified.status, http::StatusCode::BAD_REQUEST);
+        assert_eq!(
+            classified.failure.category,
+            filters::classify::FailureCategory::Validation
+        );
+    }
+
+    fn tokio_stream_from<T>(
+        mut rx: tokio::sync::mpsc::Receiver<T>,
+    ) -> impl futures_util::Stream<Item = T> + Unpin {
+        Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+    }
+}

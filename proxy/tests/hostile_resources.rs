@@ -1,0 +1,233 @@
+//! The real binary under clients that try to take its memory or its file
+//! descriptors. Each test prints the figures it measured (run with
+//! `--nocapture` to see them; docs/reliability.md quotes them).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+// These tests drive real processes from a plain thread; blocking is the point.
+#![allow(clippy::disallowed_methods)]
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sidetrace");
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn wait_for_port(addr: SocketAddr) {
+    let start = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(start.elapsed() < PATIENCE, "{addr} did not open");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills the child when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Setup {
+    proxy: Killed,
+    _app: Killed,
+    inbound: SocketAddr,
+    admin: SocketAddr,
+}
+
+/// `sidetrace echo` behind `sidetrace run` with `config`, the proxy started
+/// through `sh` so that `shell_prefix` (e.g. `ulimit -n 300;`) applies to it.
+fn start(config: &str, shell_prefix: &str) -> Setup {
+    let app = free_addr();
+    let inbound = free_addr();
+    let admin = free_addr();
+    let dir = std::env::temp_dir().join(format!(
+        "sidetrace-hostile-{}-{}",
+        std::process::id(),
+        inbound.port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("sidetrace.yaml");
+    std::fs::write(&file, config).unwrap();
+    let echo = Command::new(BIN)
+        .args(["echo", "--listen", &app.to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let echo = Killed(echo);
+    let script = format!(
+        "{shell_prefix} exec \"$0\" run --config {} --inbound {inbound} --admin {admin} --upstream http://{app} --log-level warn",
+        file.display()
+    );
+    let proxy = Command::new("sh")
+        .args(["-c", &script, BIN])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let proxy = Killed(proxy);
+    wait_for_port(app);
+    wait_for_port(inbound);
+    wait_for_port(admin);
+    Setup {
+        proxy,
+        _app: echo,
+        inbound,
+        admin,
+    }
+}
+
+fn status_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = conn.read_to_string(&mut out);
+    out
+}
+
+/// An HTTP/2 frame header.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A literal header field without indexing, name from the static table.
+fn literal(index: u8, value: &str) -> Vec<u8> {
+    assert!(value.len() < 127);
+    let mut out = vec![index, value.len() as u8];
+    out.extend_from_slice(value.as_bytes());
+    out
+}
+
+/// Opens an HTTP/2 connection with the largest windows a client can give,
+/// asks for `streams` large responses and never reads a byte.
+fn never_reading_client(addr: SocketAddr, streams: u32, path: &str) -> TcpStream {
+    let mut conn = TcpStream::connect(addr).unwrap();
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    // SETTINGS_INITIAL_WINDOW_SIZE = 2^31-1.
+    out.extend(frame(0x4, 0, 0, &[0, 4, 0x7f, 0xff, 0xff, 0xff]));
+    // Connection window to 2^31-1 as well.
+    out.extend(frame(0x8, 0, 0, &(0x7fff_ffffu32 - 65_535).to_be_bytes()));
+    for i in 0..streams {
+        let mut block = vec![0x82, 0x86]; // :method GET, :scheme http
+        block.extend(literal(0x04, path));
+        block.extend(literal(0x01, "sidetrace"));
+        out.extend(frame(0x1, 0x5, 1 + 2 * i, &block)); // END_STREAM | END_HEADERS
+    }
+    conn.write_all(&out).unwrap();
+    conn
+}
+
+#[test]
+fn http2_clients_that_never_read_cost_bounded_memory() {
+    // HTTP/1.1 to the app: each stream has its own upstream connection, the
+    // worse case for memory.
+    let setup = start("inbound: { upstream_protocol: http1 }\n", "");
+    let pid = setup.proxy.0.id();
+    // Warm up so that the baseline includes the runtime's own allocations.
+    assert!(http_get(setup.inbound, "/warm?size=1048576").contains("200 OK"));
+    let baseline = status_kb(pid, "VmRSS:");
+    let fds_before = open_fds(pid);
+    let clients: Vec<TcpStream> = (0..4)
+        .map(|_| never_reading_client(setup.inbound, 250, "/big?size=1048576"))
+        .collect();
+    // Let the proxy fill whatever it is going to fill.
+    let mut peak = baseline;
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_millis(100));
+        peak = peak.max(status_kb(pid, "VmRSS:"));
+    }
+    let fds_during = open_fds(pid);
+    let live = http_get(setup.admin, "/live");
+    assert!(live.starts_with("HTTP/1.1 200"), "admin answers: {live:?}");
+    let metrics = http_get(setup.admin, "/metrics");
+    drop(clients);
+    let start = Instant::now();
+    while open_fds(pid) > fds_before + 2 && start.elapsed() < PATIENCE {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = status_kb(pid, "VmRSS:");
+    let growth_mb = (peak.saturating_sub(baseline)) as f64 / 1024.0;
+    println!(
+        "never-reading h2 clients: 4 connections x 250 streams of 1 MiB: RSS {:.1} MB -> peak {:.1} MB (+{growth_mb:.1} MB), {:.1} MB after they closed; descriptors {fds_before} -> {fds_during} -> {}",
+        baseline as f64 / 1024.0,
+        peak as f64 / 1024.0,
+        after as f64 / 1024.0,
+        open_fds(pid),
+    );
+    // 4 connections x 100 streams (the limit) x (64 KiB send buffer + 64 KiB
+    // upstream read buffer), with room for allocator overhead: the attack
+    // that once took 850 MB must stay far below it.
+    assert!(growth_mb < 120.0, "RSS grew {growth_mb:.1} MB");
+    assert!(
+        fds_during <= fds_before + 4 + 400 + 8,
+        "one upstream connection per admitted stream at most: {fds_before} -> {fds_during}"
+    );
+    assert!(
+        metrics.contains("sidetrace_upstream_connections_open"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn admin_answers_when_clients_take_every_connection() {
+    // With 300 descriptors the proxy lowers its connection caps so that the
+    // admin server keeps some; 400 idle clients must not take them all.
+    let setup = start("limits: { header_read_timeout: 30s }\n", "ulimit -n 300;");
+    let pid = setup.proxy.0.id();
+    let mut held = Vec::new();
+    for _ in 0..400 {
+        match TcpStream::connect(setup.inbound) {
+            Ok(c) => held.push(c),
+            Err(_) => break,
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let fds = open_fds(pid);
+    let live = http_get(setup.admin, "/live");
+    let metrics = http_get(setup.admin, "/metrics");
+    println!(
+        "400 idle clients against ulimit -n 300: proxy holds {fds} descriptors, /live: {}",
+        live.lines().next().unwrap_or("")
+    );
+    assert!(live.starts_with("HTTP/1.1 200"), "{live:?}");
+    assert!(metrics.contains("sidetrace_connections_open"), "{metrics}");
+    assert!(fds < 300, "{fds}");
+    drop(held);
+}
