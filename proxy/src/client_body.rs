@@ -18,7 +18,8 @@ use tokio::time::{Instant, Sleep};
 /// A request body from a client.
 pub struct ClientBody<B> {
     inner: B,
-    idle_timeout: Duration,
+    /// `None`: the body may pause for as long as it likes.
+    idle_timeout: Option<Duration>,
     /// Created the first time the body makes the reader wait, so bodies that
     /// arrive whole (nearly all) never touch the timer wheel.
     idle: Option<Pin<Box<Sleep>>>,
@@ -27,8 +28,9 @@ pub struct ClientBody<B> {
 // === impl ClientBody ===
 
 impl<B> ClientBody<B> {
-    /// Wraps `inner`; a wait for data longer than `idle_timeout` fails the body.
-    pub fn new(inner: B, idle_timeout: Duration) -> Self {
+    /// Wraps `inner`; a wait for data longer than `idle_timeout` fails the
+    /// body (`None`: never).
+    pub fn new(inner: B, idle_timeout: Option<Duration>) -> Self {
         Self {
             inner,
             idle_timeout,
@@ -52,8 +54,8 @@ where
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                if let Some(idle) = &mut this.idle {
-                    idle.as_mut().reset(Instant::now() + this.idle_timeout);
+                if let (Some(idle), Some(timeout)) = (&mut this.idle, this.idle_timeout) {
+                    idle.as_mut().reset(Instant::now() + timeout);
                 }
                 Poll::Ready(frame.map(|f| {
                     f.map_err(|e| {
@@ -66,7 +68,9 @@ where
                 }))
             }
             Poll::Pending => {
-                let timeout = this.idle_timeout;
+                let Some(timeout) = this.idle_timeout else {
+                    return Poll::Pending;
+                };
                 let idle = this
                     .idle
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
@@ -101,7 +105,7 @@ mod tests {
             .await
             .unwrap();
         let stream = tokio_stream_from(rx);
-        let mut body = ClientBody::new(StreamBody::new(stream), Duration::from_secs(30));
+        let mut body = ClientBody::new(StreamBody::new(stream), Some(Duration::from_secs(30)));
         let first = body.frame().await.unwrap().unwrap();
         assert_eq!(first.into_data().unwrap(), "part");
         let err = body.frame().await.unwrap().unwrap_err();
@@ -117,7 +121,7 @@ mod tests {
             Err(std::io::Error::other("bad chunk size")),
         ];
         let stream = futures_util::stream::iter(frames);
-        let mut body = ClientBody::new(StreamBody::new(stream), Duration::from_secs(30));
+        let mut body = ClientBody::new(StreamBody::new(stream), Some(Duration::from_secs(30)));
         assert!(body.frame().await.unwrap().is_ok());
         let err = body.frame().await.unwrap().unwrap_err();
         let classified = filters::classify::classify_error(&*err);

@@ -16,7 +16,9 @@ use hyper::body::Incoming;
 use tower::{util::BoxCloneSyncService, Service, ServiceBuilder, ServiceExt};
 
 use crate::{
-    client_body::ClientBody, forward::strip_hop_by_hop, rescue::RescueLayer,
+    client_body::ClientBody,
+    forward::{is_grpc, strip_hop_by_hop},
+    rescue::RescueLayer,
     validate::ValidateLayer,
 };
 
@@ -31,8 +33,8 @@ pub struct Chain(Arc<ArcSwap<HttpService>>);
 ///
 /// `metrics` is the listener's RED metrics, `trace` its trace layer (SERVER
 /// spans inbound, CLIENT spans outbound); `chain` is the configured filters
-/// over the forwarder; a request body that delivers nothing for
-/// `body_idle_timeout` fails.
+/// over the forwarder; a request body (other than gRPC's) that delivers
+/// nothing for `body_idle_timeout` fails.
 pub fn listener(
     metrics: Arc<HttpMetrics>,
     scheme: &'static str,
@@ -47,7 +49,9 @@ pub fn listener(
         // with its errors typed as the client's.
         .map_request(move |mut req: Request<Incoming>| {
             strip_hop_by_hop(&mut req);
-            req.map(|b| ClientBody::new(b, body_idle_timeout).boxed_unsync())
+            // A gRPC client stream may rightly stay quiet between messages.
+            let idle = (!is_grpc(req.headers())).then_some(body_idle_timeout);
+            req.map(|b| ClientBody::new(b, idle).boxed_unsync())
         })
         // RED metrics first: they must see every outcome, the proxy's own
         // 4xx/5xx included, and time the whole request until its body ends.
