@@ -89,7 +89,7 @@ impl Shared {
     }
 }
 
-/// The listener's side of a [`GuardedIo`]: reports upgrade outcomes to it and
+/// The listener's side of a [`GuardedIo`](super::GuardedIo): reports upgrade outcomes to it and
 /// reads why it stopped the connection.
 #[derive(Debug, Clone)]
 pub struct GuardHandle(pub(super) Arc<Shared>);
