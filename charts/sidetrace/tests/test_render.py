@@ -22,7 +22,7 @@ from conftest import (CASES, CHART, ENVIRONMENTS, NAMESPACE, RELEASE, by_kind, h
 
 DESIGN_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
 CONFIG_KEYS = {"service", "inbound", "outbound", "admin", "tracing", "routes", "filters",  # DESIGN section 4
-               "drain_timeout", "metrics"}  # docs/config.md
+               "drain_timeout", "metrics", "limits"}  # docs/config.md
 CRD_GROUP = "monitoring.coreos.com/v1"
 
 
