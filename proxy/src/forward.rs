@@ -388,7 +388,7 @@ impl Shared {
         let mut body_sent = None;
         if !req.body().is_end_stream() {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            req = req.map(|body| NotifyEnd::new(body, tx).boxed_unsync());
+            req = req.map(|body| EosBody::new(body, BodySent(tx)).boxed_unsync());
             body_sent = Some(rx);
         }
         let response = client.request(req);
@@ -651,44 +651,13 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == PROXY_CONNECTION
 }
 
-/// A request body that says when it has been read to the end.
-struct NotifyEnd {
-    inner: HttpBody,
-    done: Option<tokio::sync::oneshot::Sender<()>>,
-}
+/// Told once the request body has been read to the end (or failed, or was
+/// dropped), through the shared end-of-body observer.
+struct BodySent(tokio::sync::oneshot::Sender<()>);
 
-impl NotifyEnd {
-    fn new(inner: HttpBody, done: tokio::sync::oneshot::Sender<()>) -> Self {
-        Self {
-            inner,
-            done: Some(done),
-        }
-    }
-}
-
-impl Body for NotifyEnd {
-    type Data = bytes::Bytes;
-    type Error = filters::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, filters::Error>>> {
-        let frame = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_frame(cx));
-        if frame.is_none() || self.inner.is_end_stream() {
-            if let Some(done) = self.done.take() {
-                let _ = done.send(());
-            }
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+impl OnEos for BodySent {
+    fn on_eos(self, _: Eos<'_>, _: u64) {
+        let _ = self.0.send(());
     }
 }
 
