@@ -197,7 +197,7 @@ pub async fn start(
     let tls = match &settings.tls {
         Some(config) => {
             let (server, cert) = crate::tls::server_config(config)
-                .map_err(|e| ConfigError::invalid(format!("inbound.tls.{}", e.field), e.message))?;
+                .map_err(|e| ConfigError::invalid(e.field, e.message))?;
             Some((
                 tokio_rustls::TlsAcceptor::from(server),
                 cert,
@@ -304,7 +304,7 @@ pub async fn start(
         .clone()
         .into();
     if let Some((_, cert, config)) = &tls {
-        crate::tls::watch(cert.clone(), config.clone(), drain.clone());
+        crate::tls::server::watch(cert.clone(), config.clone(), drain.clone());
     }
     let inbound_conns = ConnectionCount::default();
     let inbound_task = tokio::spawn(listen::serve(

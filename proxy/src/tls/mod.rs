@@ -1,0 +1,15 @@
+//! TLS with rustls 0.23 and its default aws-lc-rs provider, whose defaults
+//! offer the post-quantum hybrid X25519MLKEM768 first.
+//!
+//! - [`server`]: inbound termination (ALPN `h2`/`http/1.1`, optional mTLS).
+//! - [`pem`]: reading certificates and keys, shared by every side.
+//! - [`watch`]: reloading certificate files when they change.
+
+pub mod pem;
+pub mod server;
+pub mod watch;
+
+pub use self::{
+    pem::TlsError,
+    server::{server_config, ReloadingCert},
+};
