@@ -6,7 +6,7 @@
 //!   sampler: { type: parent_ratio, ratio: 0.1, max_per_second: 100, keep_errors: true }
 //!   propagators: [tracecontext, baggage, b3, legacy]
 //!   export: { endpoint: http://otel-collector:4317, protocol: grpc, batch_size: 512, queue_size: 8192 }
-//!   capture: { request_headers: [x-tenant], response_headers: [], redact: [authorization, cookie] }
+//!   capture: { request_headers: [x-tenant], response_headers: [], redact: [x-tenant-key] }
 //! routes:
 //!   - { prefix: /api/orders, name: orders, sample: always }
 //!   - { prefix: /healthz, name: health, sample: never }
@@ -25,6 +25,12 @@ use super::{
     propagation::{Propagator, Propagators},
 };
 use crate::registry::ConfigError;
+
+mod capture;
+
+pub use self::capture::{
+    is_builtin_secret, CaptureConfig, BUILTIN_REDACT, BUILTIN_REDACT_FRAGMENTS,
+};
 
 /// `tracing:`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -116,18 +122,6 @@ pub enum ExportProtocol {
     #[default]
     #[serde(rename = "http/protobuf")]
     HttpProtobuf,
-}
-
-/// `tracing.capture:`.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CaptureConfig {
-    /// Request headers recorded as `http.request.header.<name>`.
-    pub request_headers: Vec<String>,
-    /// Response headers recorded as `http.response.header.<name>`.
-    pub response_headers: Vec<String>,
-    /// Captured headers whose value is replaced by `[REDACTED]`.
-    pub redact: Vec<String>,
 }
 
 /// One entry of `routes:`.
@@ -426,25 +420,6 @@ impl ExportProtocol {
             "grpc" => Some(Self::Grpc),
             "http/protobuf" => Some(Self::HttpProtobuf),
             _ => None,
-        }
-    }
-}
-
-// === impl CaptureConfig ===
-
-impl Default for CaptureConfig {
-    fn default() -> Self {
-        Self {
-            request_headers: Vec::new(),
-            response_headers: Vec::new(),
-            redact: [
-                "authorization",
-                "proxy-authorization",
-                "cookie",
-                "set-cookie",
-            ]
-            .map(String::from)
-            .to_vec(),
         }
     }
 }

@@ -94,7 +94,8 @@ pub struct RouteNaming {
 }
 
 /// Records configured request and response headers as span attributes,
-/// replacing redacted ones with `[REDACTED]`.
+/// replacing redacted ones (the built-in credential headers and the user's
+/// `redact` list) with `[REDACTED]`.
 #[derive(Clone, Debug, Default)]
 pub struct CaptureHeaders {
     request: Box<[(HeaderName, bool)]>,
@@ -169,18 +170,15 @@ impl SpanHooks for RouteNaming {
 // === impl CaptureHeaders ===
 
 impl CaptureHeaders {
-    /// From `tracing.capture` (names already validated; invalid ones are skipped).
+    /// From `tracing.capture` (names already validated; invalid ones are
+    /// skipped). Whether a name is redacted (built-in list plus the user's,
+    /// see [`CaptureConfig::redacts`]) is decided here, once.
     pub fn new(config: &CaptureConfig) -> Self {
-        let redact: Vec<HeaderName> = config
-            .redact
-            .iter()
-            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
-            .collect();
         let names = |list: &[String]| -> Box<[(HeaderName, bool)]> {
             list.iter()
                 .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
                 .map(|n| {
-                    let redacted = redact.contains(&n);
+                    let redacted = config.redacts(&n);
                     (n, redacted)
                 })
                 .collect()
@@ -346,6 +344,64 @@ mod tests {
             ]
         );
         assert!(CaptureHeaders::new(&CaptureConfig::default()).is_empty());
+    }
+
+    /// What a span records for `authorization`, `x-tenant-secret`,
+    /// `x-plan` and `x-tenant` under `capture`.
+    fn recorded(capture: &str) -> Vec<(String, String)> {
+        let mut config: CaptureConfig = serde_saphyr::from_str(capture).unwrap();
+        config.request_headers = ["authorization", "x-tenant-secret", "x-plan", "x-tenant"]
+            .map(String::from)
+            .to_vec();
+        let hook = CaptureHeaders::new(&config);
+        let mut s = span();
+        hook.on_start(
+            &mut s,
+            &request(
+                "/",
+                &[
+                    ("authorization", "Bearer s3cr3t"),
+                    ("x-tenant-secret", "hunter2"),
+                    ("x-plan", "gold"),
+                    ("x-tenant", "acme"),
+                ],
+            ),
+        );
+        s.captured
+            .iter()
+            .map(|c| (c.name.to_string(), c.value.to_str().unwrap().to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_user_redact_list_adds_to_the_builtin_one() {
+        let got = recorded("{ redact: [x-tenant-secret, x-plan] }");
+        let value = |n: &str| got.iter().find(|(k, _)| k == n).unwrap().1.as_str();
+        assert_eq!(value("authorization"), "[REDACTED]", "{got:?}");
+        assert_eq!(value("x-tenant-secret"), "[REDACTED]");
+        assert_eq!(value("x-plan"), "[REDACTED]", "the user's own entry");
+        assert_eq!(value("x-tenant"), "acme");
+        for yaml in ["{}", "{ redact: [] }", "{ redact: [x-tenant-secret] }"] {
+            let got = recorded(yaml);
+            assert!(
+                got.contains(&("authorization".into(), "[REDACTED]".into())),
+                "{yaml}: {got:?}"
+            );
+            assert!(!format!("{got:?}").contains("s3cr3t"), "{yaml}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn only_redact_builtin_false_records_authorization() {
+        let got = recorded("{ redact_builtin: false, redact: [x-plan] }");
+        let value = |n: &str| got.iter().find(|(k, _)| k == n).unwrap().1.as_str();
+        assert_eq!(value("authorization"), "Bearer s3cr3t");
+        assert_eq!(value("x-tenant-secret"), "hunter2");
+        assert_eq!(
+            value("x-plan"),
+            "[REDACTED]",
+            "the user's list still applies"
+        );
     }
 
     #[test]
