@@ -22,7 +22,7 @@ use super::{
     context::hex_str,
     hooks::PanicSource,
     layer::{run_on_panic, InFlight},
-    span::{Outcome, SpanRecord},
+    span::{EndAttributes, Outcome, SpanRecord},
 };
 use crate::{
     body::{Eos, EosBody, OnEos},
@@ -35,6 +35,7 @@ use crate::{
 pub struct SpanEnd {
     inflight: InFlight,
     outcome: Outcome,
+    end_attributes: Option<EndAttributes>,
 }
 
 /// How the request body's size is learnt: its exact size hint, or a counter
@@ -87,9 +88,11 @@ impl SpanEnd {
         status: StatusCode,
         grpc: Option<GrpcCode>,
         failure: Option<Failure>,
+        end_attributes: Option<EndAttributes>,
     ) -> Self {
         Self {
             inflight,
+            end_attributes,
             outcome: Outcome {
                 status: Some(status),
                 grpc,
@@ -106,6 +109,7 @@ impl SpanEnd {
     pub(crate) fn before_head(inflight: InFlight) -> Self {
         Self {
             inflight,
+            end_attributes: None,
             outcome: Outcome {
                 status: None,
                 grpc: None,
@@ -122,10 +126,14 @@ impl OnEos for SpanEnd {
         let Self {
             mut inflight,
             mut outcome,
+            end_attributes,
         } = self;
         outcome.end(eos, bytes);
         let record = &mut inflight.record;
         record.request_bytes = Some(inflight.request_bytes.get());
+        if let Some(end) = end_attributes {
+            record.attributes.extend(end.get().iter().cloned());
+        }
         record.finish(&outcome);
         let outcome = Outcome {
             failure: record.failure,

@@ -28,7 +28,7 @@ use super::{
     propagation::{self, InjectContext, Propagators},
     sampler::{Decision, Sampler},
     sink::SpanSink,
-    span::{Host, SpanKind, SpanRecord},
+    span::{EndAttributes, Host, SpanKind, SpanRecord},
 };
 use crate::{
     body::EosBody,
@@ -458,7 +458,8 @@ impl InFlight {
         };
         parts.headers.insert(X_TRACE_ID, trace_header);
         let grpc = GrpcCode::from_headers(&parts.headers);
-        let end = SpanEnd::new(self, parts.status, grpc, failure);
+        let end_attributes = parts.extensions.get::<EndAttributes>().cloned();
+        let end = SpanEnd::new(self, parts.status, grpc, failure, end_attributes);
         Response::from_parts(parts, EosBody::new(body, end).boxed_unsync())
     }
 }

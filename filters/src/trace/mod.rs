@@ -68,7 +68,7 @@ pub use self::{
     layer::{ResponseFuture, Trace, TraceLayer, TraceOptions, TraceSettings, X_TRACE_ID},
     sampler::{Decision, Sampler, SamplingReason},
     sink::{SpanReceiver, SpanSink},
-    span::{Outcome, SpanKind, SpanRecord, SpanStatus},
+    span::{EndAttributes, Outcome, SpanKind, SpanRecord, SpanStatus},
 };
 
 #[cfg(test)]

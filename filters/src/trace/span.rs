@@ -8,7 +8,7 @@ use std::{
     borrow::Cow,
     fmt,
     net::SocketAddr,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -101,6 +101,15 @@ pub struct SpanEvent {
     pub attributes: Vec<(&'static str, AttrValue)>,
 }
 
+/// Span attributes learnt only when a response ends, such as the byte
+/// counts of a `CONNECT` tunnel whose 200 went out long before it closed.
+///
+/// The service that answered puts one in the response extensions and sets
+/// it before the response body ends; the trace layer adds what it holds to
+/// the span when the body ends. Cheap to clone: one `Arc`.
+#[derive(Clone, Debug, Default)]
+pub struct EndAttributes(Arc<OnceLock<Vec<(Cow<'static, str>, AttrValue)>>>);
+
 pub use crate::body::Outcome;
 
 /// One request's span.
@@ -175,6 +184,20 @@ pub fn unix_nanos() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+// === impl EndAttributes ===
+
+impl EndAttributes {
+    /// Sets the attributes; only the first call counts.
+    pub fn set(&self, attributes: Vec<(Cow<'static, str>, AttrValue)>) {
+        let _ = self.0.set(attributes);
+    }
+
+    /// The attributes set so far (none before [`set`](Self::set)).
+    pub fn get(&self) -> &[(Cow<'static, str>, AttrValue)] {
+        self.0.get().map_or(&[], Vec::as_slice)
+    }
 }
 
 // === impl SpanKind ===

@@ -437,6 +437,52 @@ async fn streaming_request_bytes_and_duration() {
     assert_eq!(span.duration(), Duration::from_millis(40));
 }
 
+#[tokio::test(start_paused = true)]
+async fn end_attributes_reach_the_span_when_the_body_ends() {
+    use futures_util::StreamExt;
+    let mut h = harness(SpanKind::Client, "{}", &[], 16);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let end = EndAttributes::default();
+    let setter = end.clone();
+    let mut done_rx = Some(done_rx);
+    let svc = h.layer.layer(service_fn(move |_req: Request| {
+        let done = done_rx.take();
+        let end = end.clone();
+        async move {
+            // Open until the work behind the response is over, as a tunnel's.
+            let body = StreamBody::new(
+                futures_util::stream::once(async move {
+                    if let Some(done) = done {
+                        let _ = done.await;
+                    }
+                })
+                .filter_map(|()| async { None::<Result<Frame<Bytes>, crate::Error>> }),
+            )
+            .boxed_unsync();
+            let mut resp = http::Response::new(body);
+            resp.extensions_mut().insert(end);
+            Ok::<_, Infallible>(resp)
+        }
+    }));
+    let resp = svc
+        .oneshot(get("http://ledger.svc:7000/", &[]))
+        .await
+        .unwrap();
+    let body = tokio::spawn(resp.into_body().collect());
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert!(
+        h.spans.try_recv().is_err(),
+        "the span lasts as long as the body"
+    );
+    let attributes = vec![("sidetrace.test".into(), span::AttrValue::Int(7))];
+    setter.set(attributes.clone());
+    done_tx.send(()).unwrap();
+    body.await.unwrap().unwrap();
+    let span = h.spans.try_recv().unwrap();
+    assert_eq!(span.attributes, attributes);
+    assert_eq!(span.duration(), Duration::from_millis(30));
+}
+
 #[tokio::test]
 async fn access_log_can_be_switched_off_and_settings_reloaded() {
     let mut h = harness(SpanKind::Server, "access_log: false", &[], 16);
