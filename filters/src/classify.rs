@@ -44,6 +44,11 @@ pub enum ErrorType {
     UpstreamReset,
     /// The upstream spoke a protocol we could not use.
     UpstreamProtocol,
+    /// The TLS handshake with the upstream failed (not a certificate problem).
+    TlsHandshake,
+    /// The upstream's certificate was refused: unknown issuer, expired,
+    /// wrong name, or revoked.
+    TlsCertificate,
     /// A rate limit turned the request away.
     RateLimited,
     /// A concurrency limit turned the request away.
@@ -148,8 +153,13 @@ pub enum ClientBodyErrorKind {
 /// How a call to the upstream failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpstreamErrorKind {
-    /// TCP connect (or TLS handshake) failed.
+    /// TCP connect failed.
     Connect,
+    /// The TLS handshake failed for a reason other than the certificate
+    /// (no common protocol, a peer that does not speak TLS, an alert).
+    TlsHandshake,
+    /// The upstream's certificate did not verify.
+    TlsCertificate,
     /// The connection closed or reset before the response completed.
     Reset,
     /// The upstream broke the protocol (e.g. an HTTP/1-only app spoken to in HTTP/2).
@@ -290,6 +300,8 @@ impl ErrorType {
             Self::ConnectError => Cow::Borrowed("connect_error"),
             Self::UpstreamReset => Cow::Borrowed("upstream_reset"),
             Self::UpstreamProtocol => Cow::Borrowed("upstream_protocol_error"),
+            Self::TlsHandshake => Cow::Borrowed("tls_handshake"),
+            Self::TlsCertificate => Cow::Borrowed("tls_certificate"),
             Self::RateLimited => Cow::Borrowed("rate_limited"),
             Self::Overloaded => Cow::Borrowed("overloaded"),
             Self::CircuitOpen => Cow::Borrowed("circuit_open"),
@@ -403,6 +415,16 @@ pub fn classify_error(error: &(dyn std::error::Error + 'static)) -> Synthetic {
                     StatusCode::BAD_GATEWAY,
                     GrpcCode::UNAVAILABLE,
                     E::ConnectError,
+                ),
+                UpstreamErrorKind::TlsHandshake => (
+                    StatusCode::BAD_GATEWAY,
+                    GrpcCode::UNAVAILABLE,
+                    E::TlsHandshake,
+                ),
+                UpstreamErrorKind::TlsCertificate => (
+                    StatusCode::BAD_GATEWAY,
+                    GrpcCode::UNAVAILABLE,
+                    E::TlsCertificate,
                 ),
                 UpstreamErrorKind::Reset => (
                     StatusCode::BAD_GATEWAY,
@@ -607,6 +629,28 @@ mod tests {
                 14,
                 Network,
                 "upstream_reset",
+            ),
+            (
+                Box::new(UpstreamError {
+                    kind: UpstreamErrorKind::TlsHandshake,
+                    addr: "127.0.0.1:1".parse().unwrap(),
+                    source: "peer is not speaking TLS".into(),
+                }),
+                502,
+                14,
+                Network,
+                "tls_handshake",
+            ),
+            (
+                Box::new(UpstreamError {
+                    kind: UpstreamErrorKind::TlsCertificate,
+                    addr: "127.0.0.1:1".parse().unwrap(),
+                    source: "certificate expired".into(),
+                }),
+                502,
+                14,
+                Network,
+                "tls_certificate",
             ),
             (
                 Box::new(RateLimited { per_second: 1 }),

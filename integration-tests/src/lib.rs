@@ -10,7 +10,9 @@
 pub mod client;
 pub mod otlp;
 pub mod peers;
+pub mod pki;
 pub mod proxy;
+pub mod tls_upstream;
 pub mod upstream;
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use crate::{
     admin::{self, AdminState},
     config::{
         reload::{self, Reloader, TraceReload},
-        ConfigError, IpNetwork, Settings,
+        ClientTlsConfig, ConfigError, IpNetwork, Settings,
     },
     drain::{self, Drain, DrainTrigger},
     export::{ExportMetrics, ExportSettings, Pipeline},
@@ -31,6 +31,7 @@ use crate::{
     forward::{Destination, Forward, ForwardOptions},
     listen::{self, ConnectionCount, ServeOptions},
     stack::{self, Chain},
+    tls::client::ClientTls,
 };
 
 /// Why the proxy could not start.
@@ -152,6 +153,20 @@ pub async fn start(
     let mut chains = Vec::new();
     let mut chain_over = |destination: Destination| -> Result<Chain, ConfigError> {
         let hop = match destination {
+    let client_tls = |config: &ClientTlsConfig, field| {
+        ClientTls::new(config.clone(), field).map_err(|e| ConfigError::invalid(e.field, e.message))
+    };
+    let upstream_tls = match settings.upstream.scheme == http::uri::Scheme::HTTPS {
+        true => Some(client_tls(
+            &settings.upstream_tls.clone().unwrap_or_default(),
+            "inbound.upstream_tls",
+        )?),
+        false => None,
+    };
+    let outbound_tls = match outbound.is_some() && !settings.originate_tls.is_empty() {
+        true => Some(client_tls(&settings.outbound_tls, "outbound.tls")?),
+        false => None,
+    };
             Destination::Fixed(_) => Some(hop_metrics.clone()),
             Destination::FromRequest { .. } => None,
         };
@@ -163,7 +178,16 @@ pub async fn start(
         let options = ForwardOptions {
             protocol: settings.upstream_protocol,
             response_head_timeout: settings.limits.response_head_timeout,
+        let (tls, originate_tls) = match destination {
+            Destination::Fixed(_) => (upstream_tls.clone(), Arc::from([])),
+            Destination::FromRequest { .. } => (
+                outbound_tls.clone(),
+                Arc::from(settings.originate_tls.as_slice()),
+            ),
+        };
             max_connections: settings.limits.upstream_max_connections,
+            tls,
+            originate_tls,
             queue_timeout: settings.limits.upstream_queue_timeout,
             connections_open: recorder.register_gauge(
                 &Key::from_parts("sidetrace_upstream_connections_open", labels()),
@@ -319,6 +343,9 @@ pub async fn start(
         connections_gauge("inbound"),
         signaled(drain.clone()),
         drain.clone(),
+    for tls in upstream_tls.iter().chain(&outbound_tls) {
+        tls.watch(drain.clone());
+    }
     ));
     let outbound_task = match outbound_listener {
         Some(listener) => {

@@ -84,29 +84,55 @@ fn bad_config_exits_2_naming_file_line_and_field() {
 }
 
 #[test]
-fn https_upstreams_are_refused_never_dialled_in_clear_text() {
-    let path = temp_file(
-        "https-upstream.yaml",
-        "inbound:\n  upstream: https://billing.internal:8443\n",
-    );
-    let from_file = Command::new(BIN)
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let from_flag = Command::new(BIN)
-        .args(["run", "--upstream", "https://billing.internal:8443"])
-        .output()
-        .unwrap();
-    for out in [from_file, from_flag] {
-        assert_eq!(out.status.code(), Some(2));
+fn upstream_tls_settings_that_cannot_work_exit_2_naming_the_field() {
+    let cases = [
+        (
+            "inbound:\n  upstream: http://billing.internal:8080\n  upstream_tls: { ca: /etc/ca.pem }\n",
+            "inbound.upstream_tls",
+            "not https://",
+        ),
+        (
+            "inbound:\n  upstream: https://billing.internal:8443\n  upstream_tls: { cert: /etc/client.pem }\n",
+            "inbound.upstream_tls.key",
+            "needs its key",
+        ),
+        (
+            "outbound:\n  originate_tls: [\"billing internal\"]\n",
+            "outbound.originate_tls",
+            "not a host name",
+        ),
+        (
+            "outbound:\n  tls: { server_name: x.internal }\n",
+            "outbound.tls.server_name",
+            "inbound.upstream_tls only",
+        ),
+    ];
+    for (i, (yaml, field, message)) in cases.into_iter().enumerate() {
+        let path = temp_file(&format!("upstream-tls-{i}.yaml"), yaml);
+        let out = Command::new(BIN)
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{yaml}");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("upstream"), "{stderr}");
-        assert!(
-            stderr.contains("https:// upstreams are not supported"),
-            "{stderr}"
-        );
+        assert!(stderr.contains(field), "{yaml}: {stderr}");
+        assert!(stderr.contains(message), "{yaml}: {stderr}");
     }
+    let ok = temp_file(
+        "https-upstream.yaml",
+        "inbound:\n  upstream: https://billing.internal:8443\n  upstream_tls: { server_name: billing }\n",
+    );
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&ok)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

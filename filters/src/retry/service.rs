@@ -206,12 +206,17 @@ impl Failed {
         while let Some(e) = cause {
             if let Some(up) = e.downcast_ref::<UpstreamError>() {
                 return Some(match up.kind {
-                    UpstreamErrorKind::Connect => Self::Connect,
+                    // Nothing was sent: a failed handshake is as safe to
+                    // retry as a refused connection.
+                    UpstreamErrorKind::Connect | UpstreamErrorKind::TlsHandshake => Self::Connect,
                     UpstreamErrorKind::Reset => Self::Reset,
                     UpstreamErrorKind::ResponseHeadTimeout => Self::Timeout,
                     // Shed because the upstream is saturated: another
-                    // attempt would only add to the queue.
-                    UpstreamErrorKind::Protocol | UpstreamErrorKind::Saturated => return None,
+                    // attempt would only add to the queue; a refused
+                    // certificate will be refused again.
+                    UpstreamErrorKind::Protocol
+                    | UpstreamErrorKind::Saturated
+                    | UpstreamErrorKind::TlsCertificate => return None,
                 });
             }
             if e.is::<RequestTimeout>() {

@@ -13,3 +13,4 @@ mod tracing_export;
 mod tracing_failures;
 mod tracing_propagation;
 mod tracing_sampling;
+mod upstream_tls;

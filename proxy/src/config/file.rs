@@ -68,6 +68,8 @@ pub struct InboundConfig {
     pub upstream_protocol: UpstreamProtocol,
     /// TLS termination.
     pub tls: Option<TlsConfig>,
+    /// TLS to an `https://` upstream: trust, name, client certificate.
+    pub upstream_tls: Option<ClientTlsConfig>,
     /// Largest request head accepted, in bytes (default 64 KiB).
     pub max_header_bytes: Option<usize>,
 }
@@ -98,12 +100,38 @@ pub struct TlsConfig {
     pub client_ca: Option<PathBuf>,
 }
 
+/// `inbound.upstream_tls:` and `outbound.tls:`: how the proxy verifies TLS
+/// servers and authenticates to them.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTlsConfig {
+    /// PEM CA bundle trusted in addition to the system roots.
+    pub ca: Option<PathBuf>,
+    /// Whether the system roots (`SSL_CERT_FILE`, `SSL_CERT_DIR`, the OS
+    /// bundle) are trusted; default true.
+    #[serde(default = "yes")]
+    pub system_roots: bool,
+    /// The name sent in SNI and checked in the certificate, when it is not
+    /// the URL's host (`inbound.upstream_tls` only).
+    pub server_name: Option<String>,
+    /// PEM client certificate chain, for servers that require mTLS.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
+}
+
 /// `outbound:`.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboundConfig {
     /// Address to accept the app's outgoing calls on.
     pub listen: Option<SocketAddr>,
+    /// Destinations reached over TLS although the app calls them in plain
+    /// HTTP: host names, or `*.suffix` for every name under a domain.
+    #[serde(default)]
+    pub originate_tls: Vec<String>,
+    /// Trust and client certificate for originated TLS.
+    pub tls: Option<ClientTlsConfig>,
 }
 
 /// `admin:`.
@@ -142,6 +170,22 @@ impl Default for MetricsFileConfig {
             series_limit: 2000,
             duration_buckets: filters::metrics::DURATION_BUCKETS.to_vec(),
             service_graph: ServiceGraphConfig::default(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for ClientTlsConfig {
+    fn default() -> Self {
+        Self {
+            ca: None,
+            system_roots: true,
+            server_name: None,
+            cert: None,
+            key: None,
         }
     }
 }

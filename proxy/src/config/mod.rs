@@ -5,6 +5,7 @@
 //! Precedence is flag > env > config file > default (DESIGN section 3).
 
 mod file;
+mod hosts;
 mod limits;
 mod load;
 mod network;
@@ -15,9 +16,10 @@ pub use filters::trace::{RouteConfig, TracingConfig};
 
 pub use self::{
     file::{
-        AdminConfig, FileConfig, InboundConfig, MetricsFileConfig, OutboundConfig, ServiceConfig,
-        ServiceGraphConfig, TlsConfig, UpstreamProtocol,
+        AdminConfig, ClientTlsConfig, FileConfig, InboundConfig, MetricsFileConfig, OutboundConfig,
+        ServiceConfig, ServiceGraphConfig, TlsConfig, UpstreamProtocol,
     },
+    hosts::HostPattern,
     limits::{open_files_limit, LimitsConfig, DEFAULT_HEADER_READ_TIMEOUT, DESCRIPTOR_RESERVE},
     load::{load_file, parse_yaml, ConfigError},
     network::IpNetwork,

@@ -6,8 +6,8 @@ use http::uri::{Authority, Scheme};
 use serde::{Serialize, Serializer};
 
 use super::{
-    ConfigError, FileConfig, MetricsFileConfig, RouteConfig, TlsConfig, TracingConfig,
-    UpstreamProtocol,
+    ClientTlsConfig, ConfigError, FileConfig, HostPattern, MetricsFileConfig, RouteConfig,
+    TlsConfig, TracingConfig, UpstreamProtocol,
 };
 use filters::registry::FilterConfig;
 
@@ -32,7 +32,7 @@ pub struct Overrides {
 /// The upstream app: scheme and authority, parsed once.
 #[derive(Clone, Debug)]
 pub struct Upstream {
-    /// `http` (`https` is refused until the TLS client exists).
+    /// `http`, or `https` (always TLS, verified; never clear text).
     pub scheme: Scheme,
     /// `host:port`.
     pub authority: Authority,
@@ -55,8 +55,14 @@ pub struct Settings {
     pub upstream_protocol: UpstreamProtocol,
     /// Inbound TLS.
     pub tls: Option<TlsConfig>,
+    /// TLS to an `https://` upstream.
+    pub upstream_tls: Option<ClientTlsConfig>,
     /// Outbound listen address, when enabled.
     pub outbound: Option<SocketAddr>,
+    /// Outbound destinations reached over TLS.
+    pub originate_tls: Vec<HostPattern>,
+    /// Trust and client certificate for originated TLS.
+    pub outbound_tls: ClientTlsConfig,
     /// Admin listen address.
     pub admin: SocketAddr,
     /// Time in-flight requests get after SIGTERM.
@@ -112,6 +118,32 @@ impl Settings {
             .unwrap_or_else(|| "sidetrace".to_string());
         let mut tracing = file.tracing;
         tracing
+        let upstream_tls = file.inbound.upstream_tls;
+        if upstream.scheme == Scheme::HTTPS {
+            if let Some(tls) = &upstream_tls {
+                check_client_tls(tls, "inbound.upstream_tls")?;
+            }
+        } else if upstream_tls.is_some() {
+            return Err(ConfigError::invalid(
+                "inbound.upstream_tls",
+                format!("is set, but the upstream {upstream_text:?} is not https://"),
+            ));
+        }
+        let outbound_file = file.outbound.clone().unwrap_or_default();
+        let originate_tls = outbound_file
+            .originate_tls
+            .iter()
+            .map(|p| HostPattern::parse(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|m| ConfigError::invalid("outbound.originate_tls", m))?;
+        let outbound_tls = outbound_file.tls.unwrap_or_default();
+        check_client_tls(&outbound_tls, "outbound.tls")?;
+        if outbound_tls.server_name.is_some() {
+            return Err(ConfigError::invalid(
+                "outbound.tls.server_name",
+                "outbound TLS checks each destination's own name; server_name applies to inbound.upstream_tls only",
+            ));
+        }
             .apply_env(env)
             .map_err(|e| ConfigError::invalid(e.field, e.message))?;
         Ok(Self {
@@ -127,6 +159,9 @@ impl Settings {
             tls: file.inbound.tls,
             outbound: overrides.outbound.or(file
                 .outbound
+            upstream_tls,
+            originate_tls,
+            outbound_tls,
                 .map(|o| o.listen.unwrap_or_else(|| parse_default("127.0.0.1:15081")))),
             admin: overrides
                 .admin
@@ -153,9 +188,26 @@ impl Settings {
 fn parse_default(addr: &str) -> SocketAddr {
     addr.parse().expect("default addresses are valid")
 }
+fn check_client_tls(tls: &ClientTlsConfig, field: &str) -> Result<(), ConfigError> {
+    match (&tls.cert, &tls.key) {
+        (Some(_), None) => Err(ConfigError::invalid(
+            format!("{field}.key"),
+            "a client certificate needs its key",
+        )),
+        (None, Some(_)) => Err(ConfigError::invalid(
+            format!("{field}.cert"),
+            "a client key needs its certificate",
+        )),
+        _ if !tls.system_roots && tls.ca.is_none() => Err(ConfigError::invalid(
+            format!("{field}.ca"),
+            "system_roots is false, so a ca bundle is needed to verify servers",
+        )),
+        _ => Ok(()),
+    }
+}
 
-/// Parses an upstream URL: `http://host:port`, no path. `https://` is refused
-/// until the TLS client exists.
+
+/// Parses an upstream URL: `http://host:port` or `https://host:port`, no path.
 pub(crate) fn parse_upstream(text: &str) -> Result<Upstream, String> {
     let uri: http::Uri = text
         .parse()
@@ -164,17 +216,8 @@ pub(crate) fn parse_upstream(text: &str) -> Result<Upstream, String> {
         .scheme()
         .cloned()
         .ok_or_else(|| format!("{text:?} needs a scheme (http:// or https://)"))?;
-    if scheme == Scheme::HTTPS {
-        // Until the TLS client lands, an https:// upstream would be dialled in
-        // clear text: the request (Authorization included) sent unencrypted to
-        // a port that expects TLS. Refuse it instead.
-        return Err(format!(
-            "{text:?}: https:// upstreams are not supported yet (the proxy has no TLS client); \
-             use http:// to a plain-text port, or terminate TLS in front of the app"
-        ));
-    }
-    if scheme != Scheme::HTTP {
-        return Err(format!("{text:?}: scheme must be http"));
+    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+        return Err(format!("{text:?}: scheme must be http or https"));
     }
     let authority = uri
         .authority()
@@ -231,11 +274,8 @@ mod tests {
     #[test]
     fn upstream_urls() {
         assert!(parse_upstream("http://127.0.0.1:8080").is_ok());
-        let https = parse_upstream("https://app.internal").unwrap_err();
-        assert!(
-            https.contains("https:// upstreams are not supported"),
-            "{https}"
-        );
+        let https = parse_upstream("https://app.internal:8443").unwrap();
+        assert_eq!(https.scheme, Scheme::HTTPS);
         assert!(parse_upstream("127.0.0.1:8080").is_err());
         assert!(parse_upstream("http://x/path").is_err());
         assert!(parse_upstream("gopher://x").is_err());

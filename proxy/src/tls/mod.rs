@@ -2,9 +2,11 @@
 //! offer the post-quantum hybrid X25519MLKEM768 first.
 //!
 //! - [`server`]: inbound termination (ALPN `h2`/`http/1.1`, optional mTLS).
+//! - [`client`]: TLS to upstreams and collectors (verification, SNI, mTLS, ALPN).
 //! - [`pem`]: reading certificates and keys, shared by every side.
 //! - [`watch`]: reloading certificate files when they change.
 
+pub mod client;
 pub mod pem;
 pub mod server;
 pub mod watch;

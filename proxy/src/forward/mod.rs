@@ -21,26 +21,44 @@ use std::{
 
 use filters::{
     body::{Eos, EosBody, OnEos},
-    classify::{BadRequest, ClientBodyError, UpstreamError, UpstreamErrorKind},
+    classify::{BadRequest, UpstreamError, UpstreamErrorKind},
     metrics::{graph::CLIENT_HEADER, HttpMetrics, Outcome, RequestRecording},
     HttpBody,
 };
 use futures_util::future::BoxFuture;
 use http::{
-    header::{self, HeaderName, HeaderValue},
+    header::{self, HeaderValue},
     uri::{Authority, PathAndQuery, Scheme},
-    HeaderMap, Request, Response, Uri, Version,
+    Request, Response, Uri, Version,
 };
 use http_body::Body;
 use http_body_util::BodyExt;
 use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
+    client::legacy::{
+        connect::{capture_connection, HttpConnector},
+        Client,
+    },
     rt::{TokioExecutor, TokioIo, TokioTimer},
 };
 
+mod errors;
+mod headers;
+
+pub use self::{
+    errors::UpstreamBodyError,
+    headers::{is_grpc, remove_hop_by_hop, strip_hop_by_hop},
+};
+use self::{
+    errors::{
+        client_body_error, tls_error_kind, upstream_body_error, upstream_error,
+        upstream_error_kind, Failed,
+    },
+    headers::prepare_headers,
+};
 use crate::{
-    config::{Upstream, UpstreamProtocol},
-    connect::{LimitedConnector, Saturated},
+    config::{HostPattern, Upstream, UpstreamProtocol},
+    connect::LimitedConnector,
+    tls::client::{Alpn, ClientTls},
 };
 
 /// Where requests go.
@@ -89,6 +107,11 @@ pub struct ForwardOptions {
     pub connections_open: metrics::Gauge,
     /// Requests shed because every upstream connection stayed busy.
     pub shed: metrics::Counter,
+    /// TLS for `https://` destinations; without it they are refused.
+    pub tls: Option<Arc<ClientTls>>,
+    /// Outbound destinations reached over TLS although the app calls them in
+    /// plain HTTP.
+    pub originate_tls: Arc<[HostPattern]>,
 }
 
 /// The forwarding service. Cheap to clone: one `Arc`.
@@ -104,6 +127,9 @@ struct Shared {
     shed: metrics::Counter,
     http1: Client<LimitedConnector, HttpBody>,
     http2: Client<LimitedConnector, HttpBody>,
+    /// Over TLS in `auto`, the server's ALPN choice picks HTTP/2 or HTTP/1.1.
+    alpn: Client<LimitedConnector, HttpBody>,
+    originate_tls: Arc<[HostPattern]>,
     /// The app failed an HTTP/2 preface: send non-gRPC requests as HTTP/1.1.
     h2_unsupported: AtomicBool,
     /// The app has answered over HTTP/2 at least once.
@@ -122,15 +148,6 @@ struct ClientEnd(
     Option<filters::classify::GrpcCode>,
 );
 
-static VIA_11: HeaderValue = HeaderValue::from_static("1.1 sidetrace");
-static VIA_2: HeaderValue = HeaderValue::from_static("2.0 sidetrace");
-static PROTO_HTTP: HeaderValue = HeaderValue::from_static("http");
-static PROTO_HTTPS: HeaderValue = HeaderValue::from_static("https");
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-static TRAILERS: &[u8] = b"trailers";
 static CHUNKED: HeaderValue = HeaderValue::from_static("chunked");
 
 /// Read buffer per HTTP/1.1 upstream connection.
@@ -159,13 +176,14 @@ impl Forward {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         connector.enforce_http(false);
-        // One cap for both clients: the descriptors are the same.
+        // One cap for every client: the descriptors are the same.
         let connector = LimitedConnector::new(
             connector,
             options.max_connections,
             options.queue_timeout,
             options.connections_open,
-        );
+        )
+        .with_tls(options.tls);
         let mut h1 = Client::builder(TokioExecutor::new());
         h1.pool_idle_timeout(Duration::from_secs(90))
             .pool_timer(TokioTimer::new())
@@ -185,14 +203,24 @@ impl Forward {
             // ahead of a client that is not reading.
             .http2_initial_stream_window_size(UPSTREAM_H2_STREAM_WINDOW)
             .http2_initial_connection_window_size(UPSTREAM_H2_CONNECTION_WINDOW);
+        // HTTP/1.1 settings with HTTP/2's for the connections where the
+        // server chooses `h2` in ALPN.
+        let mut alpn = h1.clone();
+        alpn.timer(TokioTimer::new())
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_while_idle(false)
+            .http2_initial_stream_window_size(UPSTREAM_H2_STREAM_WINDOW)
+            .http2_initial_connection_window_size(UPSTREAM_H2_CONNECTION_WINDOW);
         Self {
             shared: Arc::new(Shared {
                 destination,
                 protocol: options.protocol,
                 response_head_timeout: options.response_head_timeout,
                 shed: options.shed,
-                http1: h1.build(connector.clone()),
-                http2: h2.build(connector),
+                http1: h1.build(connector.with_alpn(Alpn::Http1)),
+                http2: h2.build(connector.with_alpn(Alpn::H2)),
+                alpn: alpn.build(connector.with_alpn(Alpn::Any)),
+                originate_tls: options.originate_tls,
                 h2_unsupported: AtomicBool::new(false),
                 h2_confirmed: AtomicBool::new(false),
                 metrics,
@@ -229,11 +257,16 @@ impl Shared {
         let grpc = is_grpc(req.headers());
         let upgrade = incoming_version == Version::HTTP_11
             && req.extensions().get::<UpgradeRequest>().is_some();
+        let tls = scheme == Scheme::HTTPS;
+        // Over TLS in `auto`, ALPN decides (an upgrade needs HTTP/1.1);
+        // in clear text the request's own version does, with the remembered
+        // downgrade for apps that only speak HTTP/1.1.
+        let alpn_decides = tls && self.protocol == UpstreamProtocol::Auto && !upgrade;
         let use_h2 = match self.protocol {
             UpstreamProtocol::Http1 => false,
             UpstreamProtocol::H2c => true,
             UpstreamProtocol::Auto => {
-                incoming_version == Version::HTTP_2
+                !tls && incoming_version == Version::HTTP_2
                     && (grpc || !self.h2_unsupported.load(Ordering::Relaxed))
             }
         } && !upgrade;
@@ -271,6 +304,7 @@ impl Shared {
         // Until the app has answered over HTTP/2 once, keep what is needed to
         // resend a bodiless request as HTTP/1.1 if it turns out not to speak it.
         let fallback = (use_h2
+            && !tls
             && self.protocol == UpstreamProtocol::Auto
             && !grpc
             && !self.h2_confirmed.load(Ordering::Relaxed)
@@ -301,7 +335,16 @@ impl Shared {
         if let Some(name) = &self.client_name {
             req.headers_mut().insert(CLIENT_HEADER, name.clone());
         }
-        let client = if use_h2 { &self.http2 } else { &self.http1 };
+        let client = if alpn_decides {
+            &self.alpn
+        } else if use_h2 {
+            &self.http2
+        } else {
+            &self.http1
+        };
+        // Over TLS, keep hold of the connection: an error that broke it
+        // after the handshake tells a refused handshake from a reset.
+        let captured = tls.then(|| capture_connection(&mut req));
         let result = match self.request(client, req).await {
             Ok(resp) => Ok(resp),
             Err(Failed::Client(e)) => Err(e),
@@ -325,11 +368,15 @@ impl Shared {
                 if let Some(client_fault) = client_body_error(&e) {
                     return Err(self.fail(recording, client_fault));
                 }
-                let kind = upstream_error_kind(&e);
+                let kind = captured
+                    .as_ref()
+                    .and_then(tls_error_kind)
+                    .unwrap_or_else(|| upstream_error_kind(&e));
                 if kind == UpstreamErrorKind::Saturated {
                     self.shed.increment(1);
                 }
                 if use_h2
+                    && !tls
                     && kind != UpstreamErrorKind::Connect
                     && self.protocol == UpstreamProtocol::Auto
                     && !grpc
@@ -460,6 +507,12 @@ impl Shared {
                     )
                     .into());
                 }
+                let host = authority.host();
+                if self.originate_tls.iter().any(|p| p.matches(host)) {
+                    // The app calls in plain HTTP; the destination gets TLS,
+                    // on port 443 unless the app named a port.
+                    return Ok((Scheme::HTTPS, authority));
+                }
                 Ok((Scheme::HTTP, authority))
             }
         }
@@ -480,7 +533,7 @@ impl OnEos for ClientEnd {
 }
 
 /// Whether `authority` names the listener at `own` (a request loop).
-fn is_self(authority: &Authority, own: SocketAddr) -> bool {
+pub(crate) fn is_self(authority: &Authority, own: SocketAddr) -> bool {
     if authority.port_u16().unwrap_or(80) != own.port() {
         return false;
     }
@@ -513,144 +566,6 @@ fn build_uri(
     Uri::from_parts(parts).map_err(|_| BadRequest("request target cannot be forwarded").into())
 }
 
-/// gRPC requests must stay on HTTP/2 end to end (trailers, streaming).
-pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-}
-
-fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| has_token(v.as_bytes(), b"upgrade"))
-}
-
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
-/// Removes the request's hop-by-hop headers where the request enters the
-/// stack, before anything (trace context above all) is added that a
-/// `Connection` header could name; an upgrade's `Upgrade` value is kept in
-/// the extensions for the forwarder.
-pub fn strip_hop_by_hop<B>(req: &mut Request<B>) {
-    if req.version() == Version::HTTP_11 && is_upgrade(req.headers()) {
-        if let Some(value) = req.headers().get(header::UPGRADE).cloned() {
-            req.extensions_mut().insert(UpgradeRequest(value));
-        }
-    }
-    remove_hop_by_hop(req.headers_mut());
-}
-
-fn prepare_headers(req: &mut Request<HttpBody>, version: Version, upgrade: bool) {
-    let upgrade_value = upgrade
-        .then(|| {
-            req.extensions()
-                .get::<UpgradeRequest>()
-                .map(|u| u.0.clone())
-        })
-        .flatten();
-    if let Some(value) = upgrade_value {
-        req.headers_mut().insert(header::UPGRADE, value);
-        req.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-    let client = req.extensions().get::<ForwardedFor>().map(|c| c.0.clone());
-    let tls = req.extensions().get::<ConnTls>().is_some_and(|t| t.0);
-    let headers = req.headers_mut();
-    headers.append(
-        header::VIA,
-        if version == Version::HTTP_2 {
-            VIA_2.clone()
-        } else {
-            VIA_11.clone()
-        },
-    );
-    if let Some(ip) = client {
-        let value = match headers.get(&X_FORWARDED_FOR).map(|v| v.to_str()) {
-            Some(Ok(prior)) => ip
-                .to_str()
-                .ok()
-                .and_then(|ip| HeaderValue::from_str(&format!("{prior}, {ip}")).ok()),
-            _ => Some(ip),
-        };
-        if let Some(v) = value {
-            headers.insert(X_FORWARDED_FOR.clone(), v);
-        }
-    }
-    headers.insert(
-        X_FORWARDED_PROTO.clone(),
-        if tls {
-            PROTO_HTTPS.clone()
-        } else {
-            PROTO_HTTP.clone()
-        },
-    );
-}
-
-/// Removes the headers that describe one connection, not the message
-/// (RFC 9110 section 7.6.1), including those named in `Connection`.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass of cheap comparisons finds the few present (usually none, or
-    // `Connection: keep-alive`), so only those pay for a hashed removal.
-    let mut present: [Option<HeaderName>; 9] = Default::default();
-    let mut count = 0;
-    for name in headers.keys() {
-        if count < present.len()
-            && is_hop_by_hop(name)
-            && !present[..count].iter().any(|p| p.as_ref() == Some(name))
-        {
-            present[count] = Some(name.clone());
-            count += 1;
-        }
-    }
-    if count == 0 {
-        return;
-    }
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .map(<[u8]>::trim_ascii)
-            .filter(|t| !t.eq_ignore_ascii_case(b"keep-alive") && !t.eq_ignore_ascii_case(b"close"))
-            .filter_map(|t| HeaderName::from_bytes(t).ok())
-            .collect();
-        for name in named {
-            if name != header::TE {
-                headers.remove(name);
-            }
-        }
-    }
-    let te_trailers = headers
-        .get_all(header::TE)
-        .iter()
-        .any(|v| has_token(v.as_bytes(), TRAILERS));
-    for name in present.into_iter().flatten() {
-        headers.remove(name);
-    }
-    if te_trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-}
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == header::TRAILER
-        || name == header::PROXY_AUTHENTICATE
-        || name == header::PROXY_AUTHORIZATION
-        || name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
-}
-
 /// Told once the request body has been read to the end (or failed, or was
 /// dropped), through the shared end-of-body observer.
 struct BodySent(tokio::sync::oneshot::Sender<()>);
@@ -659,74 +574,6 @@ impl OnEos for BodySent {
     fn on_eos(self, _: Eos<'_>, _: u64) {
         let _ = self.0.send(());
     }
-}
-
-/// Why a request to the upstream got no response.
-enum Failed {
-    Client(hyper_util::client::legacy::Error),
-    HeadTimeout(Duration),
-}
-
-/// The client's own request body broke the call: its fault, not the upstream's.
-fn client_body_error(e: &hyper_util::client::legacy::Error) -> Option<filters::Error> {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(body) = s.downcast_ref::<ClientBodyError>() {
-            return Some(ClientBodyError { kind: body.kind }.into());
-        }
-        source = s.source();
-    }
-    None
-}
-
-fn upstream_error_kind(e: &hyper_util::client::legacy::Error) -> UpstreamErrorKind {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if s.is::<Saturated>() {
-            return UpstreamErrorKind::Saturated;
-        }
-        source = s.source();
-    }
-    if e.is_connect() {
-        return UpstreamErrorKind::Connect;
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {
-                return UpstreamErrorKind::Protocol;
-            }
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                return UpstreamErrorKind::Connect;
-            }
-        }
-        source = s.source();
-    }
-    UpstreamErrorKind::Reset
-}
-
-fn upstream_error(
-    kind: UpstreamErrorKind,
-    authority: &Authority,
-    e: hyper_util::client::legacy::Error,
-) -> filters::Error {
-    UpstreamError {
-        kind,
-        addr: authority.clone(),
-        source: Box::new(e),
-    }
-    .into()
-}
-
-/// The upstream broke off a response body.
-#[derive(Debug, thiserror::Error)]
-#[error("upstream response body: {0}")]
-pub struct UpstreamBodyError(#[source] hyper::Error);
-
-fn upstream_body_error(e: hyper::Error) -> UpstreamBodyError {
-    UpstreamBodyError(e)
 }
 
 async fn tunnel(
@@ -751,29 +598,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hop_by_hop_headers_are_removed() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret"),
-        );
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        h.insert(header::TE, HeaderValue::from_static("trailers, deflate"));
-        h.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("x"));
-        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
-        h.insert(header::HOST, HeaderValue::from_static("app"));
-        remove_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 2, "{h:?}");
-        assert_eq!(h[header::TE], "trailers");
-        assert_eq!(h[header::HOST], "app");
-    }
-
-    #[test]
     fn loops_to_the_outbound_listener_are_detected() {
         let own: SocketAddr = "127.0.0.1:15081".parse().unwrap();
         let is = |a: &str| is_self(&a.parse().unwrap(), own);
@@ -784,22 +608,5 @@ mod tests {
         assert!(!is("orders.internal:15081"));
         let any: SocketAddr = "0.0.0.0:15081".parse().unwrap();
         assert!(is_self(&"127.0.0.2:15081".parse().unwrap(), any));
-    }
-
-    #[test]
-    fn grpc_and_upgrade_detection() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc+proto"),
-        );
-        assert!(is_grpc(&h));
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        assert!(!is_upgrade(&h));
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, Upgrade"),
-        );
-        assert!(is_upgrade(&h));
     }
 }
