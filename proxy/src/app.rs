@@ -150,9 +150,6 @@ pub async fn start(
         .zip(settings.outbound)
         .map(|(l, a)| local(l, a));
 
-    let mut chains = Vec::new();
-    let mut chain_over = |destination: Destination| -> Result<Chain, ConfigError> {
-        let hop = match destination {
     let client_tls = |config: &ClientTlsConfig, field| {
         ClientTls::new(config.clone(), field).map_err(|e| ConfigError::invalid(e.field, e.message))
     };
@@ -167,6 +164,9 @@ pub async fn start(
         true => Some(client_tls(&settings.outbound_tls, "outbound.tls")?),
         false => None,
     };
+    let mut chains = Vec::new();
+    let mut chain_over = |destination: Destination| -> Result<Chain, ConfigError> {
+        let hop = match destination {
             Destination::Fixed(_) => Some(hop_metrics.clone()),
             Destination::FromRequest { .. } => None,
         };
@@ -175,9 +175,6 @@ pub async fn start(
             Destination::FromRequest { .. } => "outbound",
         };
         let labels = || vec![Label::new("listener", listener)];
-        let options = ForwardOptions {
-            protocol: settings.upstream_protocol,
-            response_head_timeout: settings.limits.response_head_timeout,
         let (tls, originate_tls) = match destination {
             Destination::Fixed(_) => (upstream_tls.clone(), Arc::from([])),
             Destination::FromRequest { .. } => (
@@ -185,9 +182,12 @@ pub async fn start(
                 Arc::from(settings.originate_tls.as_slice()),
             ),
         };
-            max_connections: settings.limits.upstream_max_connections,
+        let options = ForwardOptions {
             tls,
             originate_tls,
+            protocol: settings.upstream_protocol,
+            response_head_timeout: settings.limits.response_head_timeout,
+            max_connections: settings.limits.upstream_max_connections,
             queue_timeout: settings.limits.upstream_queue_timeout,
             connections_open: recorder.register_gauge(
                 &Key::from_parts("sidetrace_upstream_connections_open", labels()),
@@ -330,6 +330,9 @@ pub async fn start(
     if let Some((_, cert, config)) = &tls {
         crate::tls::server::watch(cert.clone(), config.clone(), drain.clone());
     }
+    for tls in upstream_tls.iter().chain(&outbound_tls) {
+        tls.watch(drain.clone());
+    }
     let inbound_conns = ConnectionCount::default();
     let inbound_task = tokio::spawn(listen::serve(
         inbound_listener,
@@ -343,9 +346,6 @@ pub async fn start(
         connections_gauge("inbound"),
         signaled(drain.clone()),
         drain.clone(),
-    for tls in upstream_tls.iter().chain(&outbound_tls) {
-        tls.watch(drain.clone());
-    }
     ));
     let outbound_task = match outbound_listener {
         Some(listener) => {

@@ -116,8 +116,6 @@ impl Settings {
             .or_else(|| env.get("OTEL_SERVICE_NAME").cloned())
             .or(file.service.name)
             .unwrap_or_else(|| "sidetrace".to_string());
-        let mut tracing = file.tracing;
-        tracing
         let upstream_tls = file.inbound.upstream_tls;
         if upstream.scheme == Scheme::HTTPS {
             if let Some(tls) = &upstream_tls {
@@ -144,6 +142,8 @@ impl Settings {
                 "outbound TLS checks each destination's own name; server_name applies to inbound.upstream_tls only",
             ));
         }
+        let mut tracing = file.tracing;
+        tracing
             .apply_env(env)
             .map_err(|e| ConfigError::invalid(e.field, e.message))?;
         Ok(Self {
@@ -157,11 +157,11 @@ impl Settings {
             upstream,
             upstream_protocol: file.inbound.upstream_protocol,
             tls: file.inbound.tls,
-            outbound: overrides.outbound.or(file
-                .outbound
             upstream_tls,
             originate_tls,
             outbound_tls,
+            outbound: overrides.outbound.or(file
+                .outbound
                 .map(|o| o.listen.unwrap_or_else(|| parse_default("127.0.0.1:15081")))),
             admin: overrides
                 .admin
@@ -185,9 +185,6 @@ impl Settings {
     }
 }
 
-fn parse_default(addr: &str) -> SocketAddr {
-    addr.parse().expect("default addresses are valid")
-}
 fn check_client_tls(tls: &ClientTlsConfig, field: &str) -> Result<(), ConfigError> {
     match (&tls.cert, &tls.key) {
         (Some(_), None) => Err(ConfigError::invalid(
@@ -206,6 +203,9 @@ fn check_client_tls(tls: &ClientTlsConfig, field: &str) -> Result<(), ConfigErro
     }
 }
 
+fn parse_default(addr: &str) -> SocketAddr {
+    addr.parse().expect("default addresses are valid")
+}
 
 /// Parses an upstream URL: `http://host:port` or `https://host:port`, no path.
 pub(crate) fn parse_upstream(text: &str) -> Result<Upstream, String> {
