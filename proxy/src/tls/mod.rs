@@ -3,10 +3,12 @@
 //!
 //! - [`server`]: inbound termination (ALPN `h2`/`http/1.1`, optional mTLS).
 //! - [`client`]: TLS to upstreams and collectors (verification, SNI, mTLS, ALPN).
+//! - [`metrics`]: `sidetrace_tls_handshakes_total`, for both sides.
 //! - [`pem`]: reading certificates and keys, shared by every side.
 //! - [`watch`]: reloading certificate files when they change.
 
 pub mod client;
+pub mod metrics;
 pub mod pem;
 pub mod server;
 pub mod watch;
