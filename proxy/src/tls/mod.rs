@@ -6,12 +6,16 @@
 //! - [`metrics`]: `sidetrace_tls_handshakes_total`, for both sides.
 //! - [`pem`]: reading certificates and keys, shared by every side.
 //! - [`watch`]: reloading certificate files when they change.
+//! - [`probe`], [`x509`]: the version of a failed handshake; a client
+//!   certificate's subject.
 
 pub mod client;
 pub mod metrics;
 pub mod pem;
+pub mod probe;
 pub mod server;
 pub mod watch;
+pub mod x509;
 
 pub use self::{
     pem::TlsError,
