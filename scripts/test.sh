@@ -10,6 +10,8 @@ log() { printf '\n== %s\n' "$*"; }
 log "installing test peers"
 apt_need=()
 command -v curl >/dev/null || apt_need+=(curl)
+# proxy/tests/admin_exposure.rs reaches the admin server from a network namespace.
+command -v ip >/dev/null || apt_need+=(iproute2)
 command -v python3 >/dev/null || apt_need+=(python3 python3-pip)
 if [ ${#apt_need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

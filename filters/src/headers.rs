@@ -15,6 +15,7 @@ use tower::{Layer, Service};
 
 use crate::{
     registry::{BuildContext, ConfigError, Filter},
+    secret::SecretHeaders,
     HttpLayer,
 };
 
@@ -22,15 +23,18 @@ use crate::{
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeadersConfig {
-    /// Headers appended to the request before it goes upstream.
+    /// Headers appended to the request before it goes upstream. The values
+    /// may be credentials (an `authorization` for the app): rendered as
+    /// `[REDACTED]`.
     #[serde(default)]
-    pub request_add: BTreeMap<String, String>,
+    pub request_add: SecretHeaders,
     /// Headers removed from the request (before `request_add` applies).
     #[serde(default)]
     pub request_remove: Vec<String>,
-    /// Headers appended to the response before it goes back to the client.
+    /// Headers appended to the response before it goes back to the client;
+    /// rendered as `[REDACTED]` like `request_add`.
     #[serde(default)]
-    pub response_add: BTreeMap<String, String>,
+    pub response_add: SecretHeaders,
     /// Headers removed from the response (before `response_add` applies).
     #[serde(default)]
     pub response_remove: Vec<String>,

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod rate_limit;
 pub mod registry;
 pub mod retry;
+pub mod secret;
 pub mod timeout;
 pub mod trace;
 

@@ -5,7 +5,6 @@
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
-use bytes::Bytes;
 use filters::{
     metrics::{graph::ServiceGraph, names, HttpMetrics, MetricsConfig, RouteTable, Side},
     registry::build_chain,
@@ -278,10 +277,10 @@ pub async fn start(
     );
 
     let (trigger, drain) = drain::channel();
-    let config_json = Bytes::from(serde_json::to_vec_pretty(&*settings).unwrap_or_default());
     let state = Arc::new(AdminState {
         prometheus: prometheus.clone(),
-        config_json,
+        config_json: Arc::new(admin::ConfigView::new(&settings)),
+        access: admin::Access::new(&settings.admin_expose),
         ready: false.into(),
         drain: trigger.clone(),
         traces: pipeline.store.clone(),
@@ -408,7 +407,8 @@ pub async fn start(
             tracing,
             reloads("success"),
             reloads("failure"),
-        );
+        )
+        .rendering_to(state.config_json.clone());
         reload::spawn(Arc::new(reloader), drain.clone());
     }
     state

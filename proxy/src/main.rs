@@ -121,10 +121,9 @@ fn check_config(path: &std::path::Path, env: &HashMap<String, String>) -> ExitCo
             println!("{}: valid", path.display());
             println!("filter chain (outermost first): metrics > trace > rescue > catch_panic > {}forward",
                 s.filters.iter().map(|f| format!("{} > ", f.name())).collect::<String>());
-            match serde_json::to_string_pretty(&s) {
-                Ok(json) => println!("{json}"),
-                Err(e) => eprintln!("cannot render the effective config: {e}"),
-            }
+            // The same rendering as the admin /config: secrets redacted.
+            let json = sidetrace::admin::render_config(&s);
+            println!("{}", String::from_utf8_lossy(&json));
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -16,7 +16,7 @@
 //! [`TracingConfig::validate`] names the field it rejects. The library never
 //! reads the process environment: callers pass it as a map.
 
-use std::{collections::BTreeMap, collections::HashMap, fmt, time::Duration};
+use std::{collections::HashMap, fmt, time::Duration};
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
@@ -24,7 +24,7 @@ use super::{
     context::TraceId,
     propagation::{Propagator, Propagators},
 };
-use crate::registry::ConfigError;
+use crate::{registry::ConfigError, secret::SecretHeaders};
 
 mod capture;
 
@@ -93,8 +93,11 @@ pub enum SamplerKind {
 #[serde(deny_unknown_fields, default)]
 pub struct ExportConfig {
     /// Collector base URL (e.g. `http://otel-collector:4317`); none means
-    /// the embedded store.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// the embedded store. Rendered without userinfo or query.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::secret::serialize_url"
+    )]
     pub endpoint: Option<String>,
     /// OTLP transport.
     pub protocol: ExportProtocol,
@@ -102,8 +105,9 @@ pub struct ExportConfig {
     pub batch_size: usize,
     /// Spans waiting for export before new ones are dropped.
     pub queue_size: usize,
-    /// Extra request headers (e.g. an API key).
-    pub headers: BTreeMap<String, String>,
+    /// Extra request headers (e.g. an API key); rendered with every value
+    /// `[REDACTED]`.
+    pub headers: SecretHeaders,
     /// Time allowed per export attempt.
     #[serde(with = "crate::duration")]
     pub timeout: Duration,
@@ -404,7 +408,7 @@ impl Default for ExportConfig {
             protocol: ExportProtocol::default(),
             batch_size: 512,
             queue_size: 8192,
-            headers: BTreeMap::new(),
+            headers: SecretHeaders::default(),
             timeout: Duration::from_secs(10),
             gzip: false,
         }

@@ -3,8 +3,13 @@
 //! `POST /shutdown`.
 //!
 //! Plain HTTP/1.1 on its own listener, away from the data path, so a scrape
-//! or a probe never queues behind application traffic.
+//! or a probe never queues behind application traffic. `/metrics`, `/live`
+//! and `/ready` answer any peer; `/config`, `/debug/*` and `/shutdown` answer
+//! loopback peers only unless `admin.expose` lists them ([`access`]).
+//! `/config` has its secrets redacted ([`config`]).
 
+pub mod access;
+pub mod config;
 mod process;
 
 use std::{
@@ -26,12 +31,20 @@ use tokio::net::TcpListener;
 
 use crate::drain::{Drain, DrainTrigger};
 
+pub use self::{
+    access::{Access, EndpointGroup},
+    config::{render as render_config, ConfigView},
+};
+
 /// What the admin endpoints read.
 pub struct AdminState {
     /// Renders the RED and self metrics.
     pub prometheus: PrometheusHandle,
-    /// Effective config, pre-rendered as JSON.
-    pub config_json: Bytes,
+    /// Effective config, rendered as JSON with secrets redacted, at start
+    /// and after each reload.
+    pub config_json: Arc<ConfigView>,
+    /// Which peers may use `/config`, `/debug/*` and `/shutdown`.
+    pub access: Access,
     /// Listeners bound and config valid.
     pub ready: AtomicBool,
     /// Starts the drain (`POST /shutdown`, signals).
@@ -73,6 +86,11 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: Drai
 }
 
 fn route(state: &AdminState, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    // Before routing, on the same path the router matches, so no spelling
+    // of a guarded endpoint reaches its handler unchecked.
+    if let Err(refused) = state.access.check(req.uri().path(), peer.ip()) {
+        return respond(StatusCode::FORBIDDEN, "text/plain", refused.message());
+    }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
             let mut text = state.prometheus.render();
@@ -93,27 +111,17 @@ fn route(state: &AdminState, req: Request<Incoming>, peer: SocketAddr) -> Respon
                 respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "starting\n")
             }
         }
-        (&Method::GET, "/config") => respond(
-            StatusCode::OK,
-            "application/json",
-            state.config_json.clone(),
-        ),
+        (&Method::GET, "/config") => {
+            respond(StatusCode::OK, "application/json", state.config_json.json())
+        }
         (&Method::GET, path) if path == "/debug/traces" || path.starts_with("/debug/traces/") => {
             let (status, content_type, body) = state.traces.handle(path, req.uri().query());
             respond(status, content_type, body)
         }
         (&Method::POST, "/shutdown") => {
-            if peer.ip().is_loopback() {
-                tracing::info!(client = %peer, "shutdown requested on the admin server");
-                state.drain.drain();
-                respond(StatusCode::ACCEPTED, "text/plain", "draining\n")
-            } else {
-                respond(
-                    StatusCode::FORBIDDEN,
-                    "text/plain",
-                    "shutdown is only accepted from loopback\n",
-                )
-            }
+            tracing::info!(client = %peer, "shutdown requested on the admin server");
+            state.drain.drain();
+            respond(StatusCode::ACCEPTED, "text/plain", "draining\n")
         }
         (_, "/metrics" | "/live" | "/ready" | "/config" | "/shutdown") => respond(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -140,6 +140,10 @@ pub struct OutboundConfig {
 pub struct AdminConfig {
     /// Address of the admin server.
     pub listen: Option<SocketAddr>,
+    /// Endpoint groups (`config`, `debug`, `shutdown`) served to peers other
+    /// than loopback; `/metrics`, `/live` and `/ready` answer anyone.
+    #[serde(default)]
+    pub expose: Vec<crate::admin::EndpointGroup>,
 }
 
 /// `metrics:`.

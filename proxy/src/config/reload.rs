@@ -18,7 +18,7 @@ use metrics::Counter;
 use tower::util::BoxCloneSyncService;
 
 use super::{load_file, ConfigError, Settings};
-use crate::{drain::Drain, forward::Forward, stack::Chain};
+use crate::{admin::ConfigView, drain::Drain, forward::Forward, stack::Chain};
 
 /// Rebuilds and swaps the filter chains and the trace settings.
 pub struct Reloader {
@@ -28,6 +28,7 @@ pub struct Reloader {
     tracing: TraceReload,
     succeeded: Counter,
     failed: Counter,
+    config_view: Option<Arc<ConfigView>>,
 }
 
 /// What a reload needs to rebuild the trace layers' settings.
@@ -59,7 +60,15 @@ impl Reloader {
             tracing,
             succeeded,
             failed,
+            config_view: None,
         }
+    }
+
+    /// Renders the admin `/config` again after each accepted reload (with the
+    /// same redaction as at start).
+    pub fn rendering_to(mut self, view: Arc<ConfigView>) -> Self {
+        self.config_view = Some(view);
+        self
     }
 
     /// Reads the file again and swaps the chains, or keeps them on error.
@@ -110,6 +119,7 @@ impl Reloader {
         }
         let restart_needed = file.inbound.listen.is_some_and(|l| l != current.inbound)
             || file.admin.listen.is_some_and(|l| l != current.admin)
+            || file.admin.expose != current.admin_expose
             || file.routes.len() != current.routes.len()
             || file.limits != current.limits
             || file
@@ -119,10 +129,13 @@ impl Reloader {
                 .and_then(|u| super::settings::parse_upstream(u).ok())
                 .is_some_and(|u| u.authority != current.upstream.authority);
         if restart_needed {
-            tracing::warn!("listen addresses, upstream, routes and limits changed in the file take effect on restart; filters were reloaded");
+            tracing::warn!("listen addresses, upstream, routes, limits and admin.expose changed in the file take effect on restart; filters were reloaded");
         }
         current.filters = file.filters;
         current.tracing = tracing;
+        if let Some(view) = &self.config_view {
+            view.update(&current);
+        }
         Ok(())
     }
 }

@@ -65,6 +65,8 @@ pub struct Settings {
     pub outbound_tls: ClientTlsConfig,
     /// Admin listen address.
     pub admin: SocketAddr,
+    /// Admin endpoint groups served to non-loopback peers.
+    pub admin_expose: Vec<crate::admin::EndpointGroup>,
     /// Time in-flight requests get after SIGTERM.
     #[serde(serialize_with = "filters::duration::serialize")]
     pub drain_timeout: Duration,
@@ -167,6 +169,7 @@ impl Settings {
                 .admin
                 .or(file.admin.listen)
                 .unwrap_or_else(|| parse_default(DEFAULT_ADMIN)),
+            admin_expose: file.admin.expose,
             drain_timeout: overrides
                 .drain_timeout
                 .or(file.drain_timeout)
@@ -233,7 +236,9 @@ pub(crate) fn parse_upstream(text: &str) -> Result<Upstream, String> {
 
 impl Serialize for Upstream {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&format_args!("{}://{}", self.scheme, self.authority))
+        // Userinfo in the URL is a credential: never rendered.
+        let url = format!("{}://{}", self.scheme, self.authority);
+        s.serialize_str(&filters::secret::redact_url(&url))
     }
 }
 
