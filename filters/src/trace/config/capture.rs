@@ -32,9 +32,9 @@ pub struct CaptureConfig {
 }
 
 /// Header names whose values are credentials: always redacted when
-/// captured unless `redact_builtin: false`. The HTTP authentication and
-/// cookie headers (which HPACK and QPACK send never-indexed for this reason),
-/// and the API-key and token headers of common gateways and clouds.
+/// captured unless `redact_builtin: false`: the HTTP authentication and
+/// cookie headers, and the API-key and token headers of common gateways and
+/// clouds.
 pub const BUILTIN_REDACT: &[&str] = &[
     "authorization",
     "proxy-authorization",
