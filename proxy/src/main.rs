@@ -107,10 +107,12 @@ async fn wait_for_signal() {
 
 #[allow(clippy::print_stdout)]
 fn check_config(path: &std::path::Path, env: &HashMap<String, String>) -> ExitCode {
+    // The upstream often comes from the environment (the Helm chart sets
+    // SIDETRACE_UPSTREAM): check the file against the one `run` would use.
     let args = RunArgs {
         config: Some(path.to_path_buf()),
         inbound: None,
-        upstream: None,
+        upstream: env.get("SIDETRACE_UPSTREAM").cloned(),
         outbound: None,
         admin: None,
         service_name: None,

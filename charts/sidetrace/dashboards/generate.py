@@ -163,7 +163,7 @@ def red_overview() -> dict:
         target(f'sum by (failure_category) (rate({REQ}_count{{{FR},failure_category!=""}}[{RI}]))',
                "{{failure_category}}")], "reqps",
         description="NETWORK: connect errors, resets, timeouts, 502/503/504. INTERNAL: other 5xx, proxy "
-                    "errors, panics. VALIDATION: 4xx and rejected requests (DESIGN section 5).", stack=True))
+                    "errors, panics. VALIDATION: 4xx and rejected requests.", stack=True))
     lay.add(timeseries("Responses by status code", [
         target(f"sum by (http_response_status_code) (rate({REQ}_count{{{FR}}}[{RI}]))",
                "{{http_response_status_code}}")], "reqps", stack=True))

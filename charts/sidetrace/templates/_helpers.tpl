@@ -90,7 +90,7 @@ app.kubernetes.io/instance: {{ .top.Release.Name }}
 {{- end }}
 
 {{/* The proxy config file: sidetrace.config plus what the chart knows (service name and
-environment, upstream protocol, TLS file paths). Only DESIGN section 4 keys. */}}
+environment, upstream protocol, TLS file paths). Only the keys of docs/config.md. */}}
 {{- define "sidetrace.configYaml" -}}
 {{- $v := .v -}}
 {{- $cfg := deepCopy ($v.sidetrace.config | default dict) -}}

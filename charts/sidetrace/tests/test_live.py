@@ -174,6 +174,11 @@ def stack(rendered, tmp_path_factory):
                 print(f"--- {log.name} (tail) ---\n{tail}")
 
 
+def containers_of(obj: dict) -> list[dict]:
+    spec = obj.get("spec", {}).get("template", {}).get("spec", {})
+    return spec.get("containers", []) + spec.get("initContainers", [])
+
+
 def config_of(objs: list[dict]) -> str:
     (cm,) = [o for o in by_kind(objs, "ConfigMap") if o["metadata"]["name"].endswith("-config")]
     return cm["data"]["sidetrace.yaml"]
@@ -186,7 +191,10 @@ def test_proxy_accepts_the_chart_config(case, tmp_path, request):
     objs = objects(request.getfixturevalue("example_render") if case == "example-user-chart" else render_case(case))
     config = tmp_path / "sidetrace.yaml"
     config.write_text(config_of(objs))
-    p = run([str(binary), "check-config", str(config)], timeout=30)
+    # The upstream reaches the proxy through the environment, as the container's env sets it.
+    upstream = {e["name"]: e["value"] for o in objs for c in containers_of(o) for e in c.get("env", [])
+                if e.get("name") == "SIDETRACE_UPSTREAM" and "value" in e}
+    p = run([str(binary), "check-config", str(config)], timeout=30, env={**os.environ, **upstream})
     assert p.returncode == 0, f"sidetrace check-config rejects the chart's config:\n{p.stdout}{p.stderr}"
 
 

@@ -250,7 +250,7 @@ def test_fronting_external_upstream():
     assert "initContainers" not in pod
     (proxy, native), = proxies(pod)
     assert not native and [c["name"] for c in pod["containers"]] == ["sidetrace"]
-    check_proxy_container(proxy, service=RELEASE, environment="prod", upstream="http://legacy.internal:8080")
+    check_proxy_container(proxy, service=RELEASE, environment="prod", upstream="https://legacy.internal:8443")
     assert not by_kind(objs, "HorizontalPodAutoscaler") and not by_kind(objs, "PodDisruptionBudget")
     assert one(objs, "Deployment")["spec"]["replicas"] == 1
 
