@@ -88,6 +88,8 @@ pub async fn start(
             &md,
         )
         .set(1.0);
+    // Handshakes of both sides, inbound (below) and to upstreams.
+    let tls_handshakes = crate::tls::metrics::HandshakeMetrics::register(&*recorder);
     let connections_gauge = |listener: &'static str| {
         recorder.register_gauge(
             &Key::from_parts(
@@ -250,9 +252,18 @@ pub async fn start(
         trace_metrics.spans_dropped_queue_full.clone(),
         ExportMetrics::register(&*recorder),
     );
+    // The proxy's own span hooks, after the built-ins (and again on reload):
+    // inbound TLS facts on SERVER spans.
+    let proxy_hooks: Vec<Arc<dyn filters::trace::hooks::SpanHooks>> = match &tls {
+        Some(_) => vec![Arc::new(crate::tls::facts::TlsSpanAttributes)],
+        None => Vec::new(),
+    };
     let trace_settings = Arc::new(
-        TraceSettings::new(&settings.tracing, &settings.routes, trace_metrics.clone())
-            .map_err(|e| ConfigError::invalid(e.field, e.message))?,
+        proxy_hooks.iter().cloned().fold(
+            TraceSettings::new(&settings.tracing, &settings.routes, trace_metrics.clone())
+                .map_err(|e| ConfigError::invalid(e.field, e.message))?,
+            TraceSettings::with_hook,
+        ),
     );
     let client_address: fn(&http::Extensions) -> Option<SocketAddr> =
         |ext| ext.get::<ClientAddr>().map(|c| c.0);
@@ -338,7 +349,13 @@ pub async fn start(
         inbound_svc,
         options(
             "inbound",
-            tls.map(|(acceptor, _, _)| acceptor),
+            tls.map(|(acceptor, _, _)| {
+                Arc::new(crate::tls::server::Handshakes::new(
+                    acceptor,
+                    settings.limits.tls_handshake_timeout,
+                    tls_handshakes.clone(),
+                ))
+            }),
             Some(trusted_clients),
         ),
         inbound_conns,
@@ -408,6 +425,7 @@ pub async fn start(
             reloads("success"),
             reloads("failure"),
         )
+        .with_span_hooks(proxy_hooks)
         .rendering_to(state.config_json.clone());
         reload::spawn(Arc::new(reloader), drain.clone());
     }

@@ -7,10 +7,11 @@
 //! the limit) and logged here with the peer address.
 //!
 //! What one client may hold is bounded here: connections per listener (past
-//! the cap, new ones wait in the kernel's accept queue), a head deadline from
-//! accept (in the framing guard), an idle timeout for connections with no
-//! request in flight, and HTTP/2 streams per connection with a bounded send
-//! buffer each, so a client that does not read pushes back on the upstream.
+//! the cap, new ones wait in the kernel's accept queue), a TLS handshake
+//! deadline, a head deadline from accept or the handshake's end (in the
+//! framing guard), an idle timeout for connections with no request in
+//! flight, and HTTP/2 streams per connection with a bounded send buffer
+//! each, so a client that does not read pushes back on the upstream.
 
 use std::{
     convert::Infallible,
@@ -40,6 +41,7 @@ use crate::{
     drain::Drain,
     forward::{ClientAddr, ConnTls, ForwardedFor},
     smuggling::{is_upgrade_request, GuardHandle, GuardedIo},
+    tls::{facts::TlsFacts, server::Handshakes},
     validate::OverBudget,
 };
 
@@ -50,8 +52,8 @@ pub struct ServeOptions {
     pub name: &'static str,
     /// Largest request head, bytes.
     pub max_header_bytes: usize,
-    /// Time allowed for a request head (and a TLS handshake) to arrive,
-    /// from accept.
+    /// Time allowed for a request head to arrive, from accept or the end
+    /// of the TLS handshake (which has its own deadline).
     pub header_read_timeout: Duration,
     /// A connection with no request in flight for this long is closed.
     pub idle_timeout: Duration,
@@ -65,8 +67,9 @@ pub struct ServeOptions {
     pub http2_max_concurrent_streams: u32,
     /// Response bytes buffered per HTTP/2 stream for a client not reading.
     pub http2_stream_buffer_bytes: usize,
-    /// TLS termination, when configured.
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// TLS termination, when configured: handshakes under their own
+    /// deadline, counted, their facts put on each request.
+    pub tls: Option<Arc<Handshakes>>,
     /// Peers whose `x-sidetrace-client` header is believed (inbound only;
     /// `None` leaves the header alone). Verified client certificates are
     /// trusted too.
@@ -250,38 +253,30 @@ async fn serve_connection<S>(
     let timeout = options.header_read_timeout;
     let in_trusted_network =
         |trusted: &Arc<[IpNetwork]>| trusted.iter().any(|n| n.contains(addr.ip()));
-    let Some(acceptor) = &options.tls else {
+    let Some(handshakes) = &options.tls else {
         let peer = Peer {
             addr,
             tls: false,
             trusted: options.trusted_clients.as_ref().map(in_trusted_network),
         };
         let (io, guard) = GuardedIo::new(stream, timeout);
-        return serve_io(&listener, io, guard, peer, service, drain).await;
+        return serve_io(&listener, io, guard, peer, None, service, drain).await;
     };
-    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-        Ok(Ok(stream)) => {
-            // The acceptor verified any certificate against `client_ca`:
-            // a peer that presented one is a known sidecar.
-            let verified = stream.get_ref().1.peer_certificates().is_some();
-            let peer = Peer {
-                addr,
-                tls: true,
-                trusted: options
-                    .trusted_clients
-                    .as_ref()
-                    .map(|nets| verified || in_trusted_network(nets)),
-            };
-            let (io, guard) = GuardedIo::new(stream, timeout);
-            serve_io(&listener, io, guard, peer, service, drain).await;
-        }
-        Ok(Err(e)) => {
-            tracing::info!(listener = options.name, client = %addr, error = %e, "TLS handshake failed")
-        }
-        Err(_) => {
-            tracing::info!(listener = options.name, client = %addr, "TLS handshake not completed in time")
-        }
-    }
+    let Some((stream, facts)) = handshakes.accept(stream, addr, options.name).await else {
+        return;
+    };
+    // The acceptor verified any certificate against `client_ca`: a peer
+    // that presented one is a known sidecar.
+    let peer = Peer {
+        addr,
+        tls: true,
+        trusted: options
+            .trusted_clients
+            .as_ref()
+            .map(|nets| facts.client_verified() || in_trusted_network(nets)),
+    };
+    let (io, guard) = GuardedIo::new(stream, timeout);
+    serve_io(&listener, io, guard, peer, Some(facts), service, drain).await;
 }
 
 /// Serves one connection: connection facts go into each request, the
@@ -292,6 +287,7 @@ async fn serve_io<IO, S>(
     io: GuardedIo<IO>,
     guard: GuardHandle,
     peer: Peer,
+    tls: Option<Arc<TlsFacts>>,
     service: S,
     mut drain: Drain,
 ) where
@@ -328,6 +324,10 @@ async fn serve_io<IO, S>(
         }
         if let Some(xff) = &forwarded_for {
             req.extensions_mut().insert(xff.clone());
+        }
+        // Made once per connection; each request shares it.
+        if let Some(facts) = &tls {
+            req.extensions_mut().insert(facts.clone());
         }
         if peer.trusted == Some(false) {
             req.headers_mut().remove(CLIENT_HEADER);

@@ -11,9 +11,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Time a new connection has to deliver its first request head (and a
-    /// started head has to complete), from accept.
+    /// started head has to complete), from accept or, with TLS, from the
+    /// end of the handshake.
     #[serde(with = "filters::duration")]
     pub header_read_timeout: Duration,
+    /// Time a TLS client has to complete its handshake, from accept; past
+    /// it the connection is closed (counted as `result="timeout"`).
+    #[serde(with = "filters::duration")]
+    pub tls_handshake_timeout: Duration,
     /// A connection with no request in flight for this long is closed
     /// (HTTP/1 keep-alive, HTTP/2 with no open stream: GOAWAY).
     #[serde(with = "filters::duration")]
@@ -49,10 +54,16 @@ pub struct LimitsConfig {
 /// Default `limits.header_read_timeout`.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default `limits.tls_handshake_timeout`: a handshake is two round trips
+/// and some signing, milliseconds even across regions; ten seconds leaves
+/// room for a loaded client and still frees a stalled connection's slot.
+const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             // Longer than common client pools keep idle connections (Go 90 s
             // is the outlier; nginx's server side uses 75 s), so a client
             // rarely reuses a connection the proxy is closing.
@@ -86,6 +97,7 @@ impl LimitsConfig {
             }
         };
         positive("header_read_timeout", self.header_read_timeout)?;
+        positive("tls_handshake_timeout", self.tls_handshake_timeout)?;
         positive("idle_timeout", self.idle_timeout)?;
         positive("body_idle_timeout", self.body_idle_timeout)?;
         if let Some(d) = self.response_head_timeout {
@@ -188,6 +200,10 @@ mod tests {
         assert!(limits.validate().is_ok());
         assert_eq!(limits.http2_max_concurrent_streams, 100);
         assert_eq!(limits.response_head_timeout, Some(Duration::from_secs(15)));
+        assert_eq!(limits.tls_handshake_timeout, Duration::from_secs(10));
+        let set: LimitsConfig =
+            serde_json::from_str(r#"{"tls_handshake_timeout": "300ms"}"#).unwrap();
+        assert_eq!(set.tls_handshake_timeout, Duration::from_millis(300));
     }
 
     #[test]
@@ -225,6 +241,9 @@ mod tests {
             ..LimitsConfig::default()
         };
         assert_eq!(zero.validate().unwrap_err().0, "idle_timeout");
+        let handshake: LimitsConfig =
+            serde_json::from_str(r#"{"tls_handshake_timeout": "0s"}"#).unwrap();
+        assert_eq!(handshake.validate().unwrap_err().0, "tls_handshake_timeout");
         let tiny = LimitsConfig {
             http2_stream_buffer_bytes: 10,
             ..LimitsConfig::default()

@@ -12,7 +12,7 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
 use filters::{
     registry::build_chain,
-    trace::{TraceLayer, TraceMetrics, TraceSettings},
+    trace::{hooks::SpanHooks, TraceLayer, TraceMetrics, TraceSettings},
 };
 use metrics::Counter;
 use tower::util::BoxCloneSyncService;
@@ -26,6 +26,8 @@ pub struct Reloader {
     current: parking_lot::Mutex<Settings>,
     chains: Vec<(Chain, Forward)>,
     tracing: TraceReload,
+    /// The proxy's own span hooks, added after the built-ins again.
+    span_hooks: Vec<Arc<dyn SpanHooks>>,
     succeeded: Counter,
     failed: Counter,
     config_view: Option<Arc<ConfigView>>,
@@ -58,6 +60,7 @@ impl Reloader {
             current: parking_lot::Mutex::new(settings),
             chains,
             tracing,
+            span_hooks: Vec::new(),
             succeeded,
             failed,
             config_view: None,
@@ -68,6 +71,13 @@ impl Reloader {
     /// same redaction as at start).
     pub fn rendering_to(mut self, view: Arc<ConfigView>) -> Self {
         self.config_view = Some(view);
+        self
+    }
+
+    /// Adds `hooks` after the built-ins of every rebuilt trace setting, as
+    /// at start.
+    pub fn with_span_hooks(mut self, hooks: Vec<Arc<dyn SpanHooks>>) -> Self {
+        self.span_hooks = hooks;
         self
     }
 
@@ -107,7 +117,12 @@ impl Reloader {
         let trace_settings =
             TraceSettings::new(&tracing, &current.routes, self.tracing.metrics.clone())
                 .map_err(|e| ConfigError::invalid(e.field, e.message).in_file(&self.path))?;
-        let trace_settings = Arc::new(trace_settings);
+        let trace_settings = Arc::new(
+            self.span_hooks
+                .iter()
+                .cloned()
+                .fold(trace_settings, TraceSettings::with_hook),
+        );
         for ((chain, _), service) in self.chains.iter().zip(rebuilt) {
             chain.swap(service);
         }

@@ -1,7 +1,9 @@
 //! TLS with rustls 0.23 and its default aws-lc-rs provider, whose defaults
 //! offer the post-quantum hybrid X25519MLKEM768 first.
 //!
-//! - [`server`]: inbound termination (ALPN `h2`/`http/1.1`, optional mTLS).
+//! - [`server`]: inbound termination (ALPN `h2`/`http/1.1`, optional mTLS),
+//!   with a handshake deadline.
+//! - [`facts`]: what an inbound handshake negotiated, as span attributes.
 //! - [`client`]: TLS to upstreams and collectors (verification, SNI, mTLS, ALPN).
 //! - [`metrics`]: `sidetrace_tls_handshakes_total`, for both sides.
 //! - [`pem`]: reading certificates and keys, shared by every side.
@@ -10,6 +12,7 @@
 //!   certificate's subject.
 
 pub mod client;
+pub mod facts;
 pub mod metrics;
 pub mod pem;
 pub mod probe;
