@@ -152,7 +152,8 @@ pub async fn start(
         .map(|(l, a)| local(l, a));
 
     let client_tls = |config: &ClientTlsConfig, field| {
-        ClientTls::new(config.clone(), field).map_err(|e| ConfigError::invalid(e.field, e.message))
+        ClientTls::counted(config.clone(), field, tls_handshakes.clone())
+            .map_err(|e| ConfigError::invalid(e.field, e.message))
     };
     let upstream_tls = match settings.upstream.scheme == http::uri::Scheme::HTTPS {
         true => Some(client_tls(

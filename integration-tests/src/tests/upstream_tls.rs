@@ -69,6 +69,14 @@ async fn https_upstream_is_verified_and_alpn_picks_the_protocol() {
             2.0,
             "the upstream hop is recorded as https: {metrics}"
         );
+        assert!(
+            metric_sum(
+                &metrics,
+                "sidetrace_tls_handshakes_total",
+                &[("side", "upstream"), ("version", "1.3"), ("result", "ok")]
+            ) >= 1.0,
+            "{metrics}"
+        );
         proxy.shutdown();
     }
 }
@@ -115,6 +123,15 @@ async fn certificates_that_do_not_verify_are_502_tls_certificate() {
                     ("error_type", "tls_certificate"),
                     ("failure_category", "NETWORK")
                 ]
+            ),
+            1.0,
+            "{what}: {metrics}"
+        );
+        assert_eq!(
+            metric_sum(
+                &metrics,
+                "sidetrace_tls_handshakes_total",
+                &[("side", "upstream"), ("result", "error")]
             ),
             1.0,
             "{what}: {metrics}"

@@ -26,7 +26,11 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use super::{pem::read_certs, TlsError};
+use super::{
+    metrics::{HandshakeMetrics, HandshakeResult, HandshakeSide},
+    pem::read_certs,
+    TlsError,
+};
 use crate::config::ClientTlsConfig;
 
 /// Time a TLS handshake with an upstream or a collector may take.
@@ -56,6 +60,7 @@ pub struct ClientTls {
     field: &'static str,
     current: ArcSwap<Configs>,
     logged: Mutex<HashSet<String>>,
+    handshakes: HandshakeMetrics,
 }
 
 /// One rustls configuration per ALPN offer, built together.
@@ -110,13 +115,25 @@ impl fmt::Display for TlsFailureKind {
 
 impl ClientTls {
     /// Reads the files `config` names; `field` prefixes error messages.
+    /// Handshakes are not counted.
     pub fn new(config: ClientTlsConfig, field: &'static str) -> Result<Arc<Self>, TlsError> {
+        Self::counted(config, field, HandshakeMetrics::noop())
+    }
+
+    /// As [`ClientTls::new`], counting every handshake in `handshakes`
+    /// (`side="upstream"`).
+    pub fn counted(
+        config: ClientTlsConfig,
+        field: &'static str,
+        handshakes: HandshakeMetrics,
+    ) -> Result<Arc<Self>, TlsError> {
         let configs = build(&config, field)?;
         Ok(Arc::new(Self {
             config,
             field,
             current: ArcSwap::from_pointee(configs),
             logged: Mutex::new(HashSet::new()),
+            handshakes,
         }))
     }
 
@@ -152,16 +169,29 @@ impl ClientTls {
             server: name.to_string(),
             source,
         };
+        let count = |version, result| {
+            self.handshakes
+                .record(HandshakeSide::Upstream, version, result)
+        };
         let error = match result {
-            Ok(Ok(stream)) => return Ok(stream),
-            Ok(Err(e)) => failure(failure_kind(&e), e),
-            Err(_) => failure(
-                TlsFailureKind::Handshake,
-                std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}"),
-                ),
-            ),
+            Ok(Ok(stream)) => {
+                count(stream.get_ref().1.protocol_version(), HandshakeResult::Ok);
+                return Ok(stream);
+            }
+            Ok(Err(e)) => {
+                count(None, HandshakeResult::Error);
+                failure(failure_kind(&e), e)
+            }
+            Err(_) => {
+                count(None, HandshakeResult::Timeout);
+                failure(
+                    TlsFailureKind::Handshake,
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}"),
+                    ),
+                )
+            }
         };
         self.log_once(&error);
         Err(error)
