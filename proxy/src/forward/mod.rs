@@ -468,10 +468,16 @@ impl Shared {
         &self,
         mut resp: Response<hyper::body::Incoming>,
         recording: Option<RequestRecording>,
+        // The client's version, for a response to pass on as the proxy's own;
+        // `None` leaves an upgrade's or a downgrade retry's response as is.
         strip_for: Option<Version>,
     ) -> Response<HttpBody> {
-        if strip_for.is_some() {
+        if let Some(client_version) = strip_for {
             remove_hop_by_hop(resp.headers_mut());
+            // The proxy speaks its own version to its client whatever the
+            // app speaks (RFC 9110 section 6.2): an HTTP/1.0 app must not
+            // turn the client's keep-alive connection into one per request.
+            *resp.version_mut() = client_version;
         }
         let grpc = filters::classify::GrpcCode::from_headers(resp.headers());
         let status = resp.status();
