@@ -238,6 +238,10 @@ pub async fn start(
     let trace_metrics = TraceMetrics::register(&*recorder);
     let export = ExportSettings::resolve(&settings.tracing.export, env)
         .map_err(|e| ConfigError::invalid(e.source_name, e.message))?;
+    // The forwarder's TLS client, for an https:// collector.
+    let export_tls = export
+        .client_tls()
+        .map_err(|e| ConfigError::invalid(e.source_name, e.message))?;
     let resource = Resource::new(
         ServiceInfo {
             name: Some(&settings.service_name),
@@ -248,6 +252,7 @@ pub async fn start(
     );
     let pipeline = Pipeline::start(
         &export,
+        export_tls.clone(),
         &resource,
         settings.tracing.store_traces,
         trace_metrics.spans_dropped_queue_full.clone(),
@@ -341,7 +346,7 @@ pub async fn start(
     if let Some((_, cert, config)) = &tls {
         crate::tls::server::watch(cert.clone(), config.clone(), drain.clone());
     }
-    for tls in upstream_tls.iter().chain(&outbound_tls) {
+    for tls in upstream_tls.iter().chain(&outbound_tls).chain(&export_tls) {
         tls.watch(drain.clone());
     }
     let inbound_conns = ConnectionCount::default();

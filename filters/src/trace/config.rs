@@ -16,7 +16,7 @@
 //! [`TracingConfig::validate`] names the field it rejects. The library never
 //! reads the process environment: callers pass it as a map.
 
-use std::{collections::HashMap, fmt, time::Duration};
+use std::{collections::HashMap, fmt, path::PathBuf, time::Duration};
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
@@ -113,6 +113,26 @@ pub struct ExportConfig {
     pub timeout: Duration,
     /// gzip the export body.
     pub gzip: bool,
+    /// Trust and client certificate for an `https://` collector.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ExportTlsConfig>,
+}
+
+/// `tracing.export.tls:`: files for an `https://` collector. The CA bundle
+/// is trusted in addition to the system roots, as
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE` is; the environment variables win.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportTlsConfig {
+    /// PEM CA bundle that verifies the collector.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate chain, for a collector that requires mTLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
 }
 
 /// OTLP transport.
@@ -303,13 +323,8 @@ fn validate_endpoint(endpoint: &str) -> Result<(), String> {
         .parse()
         .map_err(|e| format!("{endpoint:?} is not a URL: {e}"))?;
     match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-            "{endpoint:?}: https collectors are not supported yet; use a local collector over http"
-        ))
-        }
-        _ => return Err(format!("{endpoint:?} must start with http://")),
+        Some("http" | "https") => {}
+        _ => return Err(format!("{endpoint:?} must start with http:// or https://")),
     }
     if uri.authority().is_none() {
         return Err(format!("{endpoint:?} has no host"));
@@ -411,6 +426,7 @@ impl Default for ExportConfig {
             headers: SecretHeaders::default(),
             timeout: Duration::from_secs(10),
             gzip: false,
+            tls: None,
         }
     }
 }

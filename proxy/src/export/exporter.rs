@@ -1,13 +1,14 @@
 //! The OTLP exporter: one transport, bounded retries with backoff, a
 //! timeout per attempt, and the export self-metrics.
 
-use std::{io::Write, time::Duration};
+use std::{io::Write, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use filters::trace::ExportProtocol;
 use metrics::{Counter, Key, Label, Metadata, Recorder};
 
 use super::{grpc::GrpcTransport, http::HttpTransport, settings::ExportSettings, RetryPolicy};
+use crate::tls::client::ClientTls;
 
 /// Sends encoded batches to a collector.
 #[derive(Clone, Debug)]
@@ -101,17 +102,21 @@ impl ExportMetrics {
 
 impl Exporter {
     /// The exporter for `settings`; `None` when no endpoint is set (spans go
-    /// to the embedded store).
-    pub fn new(settings: &ExportSettings, metrics: ExportMetrics) -> Option<Self> {
+    /// to the embedded store). `tls` ([`ExportSettings::client_tls`])
+    /// reaches an `https://` endpoint.
+    pub fn new(
+        settings: &ExportSettings,
+        tls: Option<Arc<ClientTls>>,
+        metrics: ExportMetrics,
+    ) -> Option<Self> {
         let target = settings.target.clone()?;
         let headers = settings.headers.clone();
+        let gzip = settings.gzip;
         let transport = match settings.protocol {
             ExportProtocol::HttpProtobuf => {
-                Transport::Http(HttpTransport::new(target, headers, settings.gzip))
+                Transport::Http(HttpTransport::new(target, headers, gzip, tls))
             }
-            ExportProtocol::Grpc => {
-                Transport::Grpc(GrpcTransport::new(target, headers, settings.gzip))
-            }
+            ExportProtocol::Grpc => Transport::Grpc(GrpcTransport::new(target, headers, gzip, tls)),
         };
         Some(Self {
             transport,

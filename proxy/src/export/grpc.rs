@@ -1,25 +1,26 @@
 //! OTLP/gRPC without tonic at run time: one unary call,
 //! `POST /opentelemetry.proto.collector.trace.v1.TraceService/Export`, over
-//! a pooled HTTP/2 (h2c) connection, with gRPC's 5-byte message framing and
-//! the status read from the trailers (or the headers of a trailers-only
-//! answer).
+//! a pooled HTTP/2 connection (h2c, or TLS offering only `h2` for an
+//! `https://` collector), with gRPC's 5-byte message framing and the status
+//! read from the trailers (or the headers of a trailers-only answer).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
+    client::legacy::Client,
     rt::{TokioExecutor, TokioTimer},
 };
 
-use super::exporter::Attempt;
+use super::{client, exporter::Attempt};
+use crate::tls::client::{Alpn, ClientTls};
 
 /// Sends export bodies as gRPC unary calls.
 #[derive(Clone, Debug)]
 pub struct GrpcTransport {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: client::ExportClient,
     target: Uri,
     headers: HeaderMap,
     gzip: bool,
@@ -46,11 +47,10 @@ pub fn frame(message: &[u8], compressed: bool) -> Bytes {
 // === impl GrpcTransport ===
 
 impl GrpcTransport {
-    /// A transport calling `target` (scheme, authority and the Export path).
-    pub fn new(target: Uri, headers: HeaderMap, gzip: bool) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    /// A transport calling `target` (scheme, authority and the Export
+    /// path); `tls` reaches an `https://` target.
+    pub fn new(target: Uri, headers: HeaderMap, gzip: bool, tls: Option<Arc<ClientTls>>) -> Self {
+        let connector = client::connector(tls, Alpn::H2);
         let client = Client::builder(TokioExecutor::new())
             .http2_only(true)
             .timer(TokioTimer::new())
@@ -81,9 +81,10 @@ impl GrpcTransport {
         if self.gzip {
             h.insert("grpc-encoding", HeaderValue::from_static("gzip"));
         }
+        let captured = client::capture(&self.target, &mut req);
         let resp = match self.client.request(req).await {
             Ok(resp) => resp,
-            Err(e) => return Attempt::Retry(format!("collector unreachable: {e}"), None),
+            Err(e) => return client::unreachable(&e, captured.as_ref()),
         };
         let status = resp.status();
         if status != StatusCode::OK {

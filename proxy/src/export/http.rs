@@ -1,21 +1,20 @@
-//! OTLP/HTTP: `POST {endpoint}/v1/traces` with a protobuf body.
+//! OTLP/HTTP: `POST {endpoint}/v1/traces` with a protobuf body, over TLS
+//! offering only `http/1.1` for an `https://` collector.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
-    rt::TokioExecutor,
-};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
-use super::exporter::Attempt;
+use super::{client, exporter::Attempt};
+use crate::tls::client::{Alpn, ClientTls};
 
 /// Sends export bodies over HTTP/1.1 with a pooled keep-alive connection.
 #[derive(Clone, Debug)]
 pub struct HttpTransport {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: client::ExportClient,
     target: Uri,
     headers: HeaderMap,
     gzip: bool,
@@ -24,11 +23,10 @@ pub struct HttpTransport {
 // === impl HttpTransport ===
 
 impl HttpTransport {
-    /// A transport posting to `target` (the full `/v1/traces` URL).
-    pub fn new(target: Uri, headers: HeaderMap, gzip: bool) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    /// A transport posting to `target` (the full `/v1/traces` URL); `tls`
+    /// reaches an `https://` target.
+    pub fn new(target: Uri, headers: HeaderMap, gzip: bool, tls: Option<Arc<ClientTls>>) -> Self {
+        let connector = client::connector(tls, Alpn::Http1);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(2)
@@ -55,9 +53,10 @@ impl HttpTransport {
         if self.gzip {
             h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }
+        let captured = client::capture(&self.target, &mut req);
         let resp = match self.client.request(req).await {
             Ok(resp) => resp,
-            Err(e) => return Attempt::Retry(format!("collector unreachable: {e}"), None),
+            Err(e) => return client::unreachable(&e, captured.as_ref()),
         };
         let status = resp.status();
         let retry_after = retry_after(resp.headers());

@@ -19,9 +19,12 @@
 //!
 //! let trace_metrics = TraceMetrics::register(&recorder);
 //! let export = ExportSettings::resolve(&cfg.export, &env).expect("valid export settings");
+//! // Reads the CA and client certificate files of an https:// collector.
+//! let tls = export.client_tls().expect("readable TLS files");
 //! let resource = Resource::new(ServiceInfo { name: Some("checkout"), ..Default::default() }, &env);
 //! let pipeline = Pipeline::start(
 //!     &export,
+//!     tls,
 //!     &resource,
 //!     cfg.store_traces,
 //!     trace_metrics.spans_dropped_queue_full.clone(),
@@ -34,6 +37,7 @@
 //! # }
 //! ```
 
+mod client;
 mod exporter;
 pub mod grpc;
 pub mod http;
@@ -41,12 +45,14 @@ pub mod otlp;
 mod queue;
 mod settings;
 pub mod store;
+mod tls;
 
 pub use self::{
     exporter::{gzip, Attempt, ExportError, ExportMetrics, Exporter},
     queue::{Destination, Pipeline, PipelineHandle},
     settings::{ExportConfigError, ExportSettings, RetryPolicy, GRPC_EXPORT_PATH},
     store::TraceStore,
+    tls::{ExportTls, TlsFile, TLS_FIELD},
 };
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use tokio::{
 };
 
 use super::{exporter::Exporter, otlp, settings::ExportSettings, store::TraceStore, ExportMetrics};
+use crate::tls::client::ClientTls;
 
 /// Where batches go.
 #[derive(Debug)]
@@ -73,11 +74,12 @@ struct Batcher {
 
 impl Pipeline {
     /// Starts the pipeline on the current runtime: OTLP export when
-    /// `settings` has an endpoint, else the embedded store of
-    /// `store_traces` traces. `dropped` is the trace layer's
-    /// `spans_dropped_queue_full` counter.
+    /// `settings` has an endpoint (over `tls` when it is `https://`), else
+    /// the embedded store of `store_traces` traces. `dropped` is the trace
+    /// layer's `spans_dropped_queue_full` counter.
     pub fn start(
         settings: &ExportSettings,
+        tls: Option<Arc<ClientTls>>,
         resource: &Resource,
         store_traces: usize,
         dropped: Counter,
@@ -86,7 +88,7 @@ impl Pipeline {
         let (sink, rx) = SpanSink::channel(settings.queue_size, dropped);
         let store = Arc::new(TraceStore::new(store_traces, resource.service_name()));
         let dropped_shutdown = metrics.dropped_shutdown.clone();
-        let destination = match Exporter::new(settings, metrics) {
+        let destination = match Exporter::new(settings, tls, metrics) {
             Some(exporter) => Destination::Otlp {
                 exporter: Box::new(exporter),
                 encoder: otlp::Encoder::new(&otlp::resource(resource)),

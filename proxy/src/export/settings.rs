@@ -6,11 +6,16 @@
 //! (`OTEL_EXPORTER_OTLP_ENDPOINT` or `tracing.export.endpoint`) gets
 //! `/v1/traces` appended for OTLP/HTTP; for OTLP/gRPC only the scheme and
 //! authority matter and the path is the `TraceService/Export` method.
+//! An `https://` endpoint is reached over verified TLS (see [`super::tls`]
+//! for the certificate settings).
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use filters::trace::{ExportConfig, ExportProtocol};
-use http::{header::HeaderName, HeaderMap, HeaderValue, Uri};
+use http::{header::HeaderName, uri::Scheme, HeaderMap, HeaderValue, Uri};
+
+use super::tls::ExportTls;
+use crate::tls::client::ClientTls;
 
 /// The gRPC method of the OTLP trace service.
 pub const GRPC_EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -36,6 +41,8 @@ pub struct ExportSettings {
     pub batch_timeout: Duration,
     /// Retry policy.
     pub retry: RetryPolicy,
+    /// Certificate files for an `https://` target.
+    pub tls: ExportTls,
 }
 
 /// Exponential backoff for retryable export failures.
@@ -110,6 +117,7 @@ impl ExportSettings {
             None => config.protocol,
         };
         let disabled = var(&["OTEL_TRACES_EXPORTER"]).is_some_and(|(_, v)| v == "none");
+        let tls = ExportTls::resolve(var, config.tls.as_ref())?;
         let target = if disabled {
             None
         } else if let Some((name, url)) = var(&["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]) {
@@ -121,6 +129,9 @@ impl ExportSettings {
         } else {
             None
         };
+        if !disabled {
+            tls.check_target(target.as_ref())?;
+        }
         let mut headers = HeaderMap::new();
         for (k, v) in &config.headers {
             insert_header(&mut headers, "tracing.export.headers", k, v)?;
@@ -176,7 +187,17 @@ impl ExportSettings {
             queue_size: config.queue_size.max(1),
             batch_timeout: Duration::from_secs(1),
             retry: RetryPolicy::default(),
+            tls,
         })
+    }
+
+    /// The TLS client for an `https://` target, its files read; `None`
+    /// when spans are not exported over TLS.
+    pub fn client_tls(&self) -> Result<Option<Arc<ClientTls>>, ExportConfigError> {
+        match &self.target {
+            Some(uri) if uri.scheme() == Some(&Scheme::HTTPS) => self.tls.client().map(Some),
+            _ => Ok(None),
+        }
     }
 }
 
@@ -193,15 +214,11 @@ fn target(
     let uri: Uri = url
         .parse()
         .map_err(|e| err(format!("{url:?} is not a URL: {e}")))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(err(format!(
-                "{url:?}: https collectors are not supported; export to a local collector over http"
-            )))
-        }
-        _ => return Err(err(format!("{url:?} must start with http://"))),
-    }
+    let scheme = match uri.scheme_str() {
+        Some("http") => Scheme::HTTP,
+        Some("https") => Scheme::HTTPS,
+        _ => return Err(err(format!("{url:?} must start with http:// or https://"))),
+    };
     let authority = uri
         .authority()
         .ok_or_else(|| err(format!("{url:?} has no host")))?
@@ -216,7 +233,7 @@ fn target(
             .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
     };
     Uri::builder()
-        .scheme("http")
+        .scheme(scheme)
         .authority(authority)
         .path_and_query(path)
         .build()
@@ -266,165 +283,4 @@ fn percent_decode(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn endpoint_table() {
-        let http = ExportProtocol::HttpProtobuf;
-        let grpc = ExportProtocol::Grpc;
-        // (file endpoint, file protocol, env, target, protocol)
-        type Row<'a> = (
-            Option<&'a str>,
-            ExportProtocol,
-            Vec<(&'a str, &'a str)>,
-            Option<&'a str>,
-            ExportProtocol,
-        );
-        let table: Vec<Row<'_>> = vec![
-            (None, http, vec![], None, http),
-            (
-                Some("http://collector:4318"),
-                http,
-                vec![],
-                Some("http://collector:4318/v1/traces"),
-                http,
-            ),
-            (
-                Some("http://collector:4318/base/"),
-                http,
-                vec![],
-                Some("http://collector:4318/base/v1/traces"),
-                http,
-            ),
-            (
-                Some("http://otel-collector:4317"),
-                grpc,
-                vec![],
-                Some("http://otel-collector:4317/opentelemetry.proto.collector.trace.v1.TraceService/Export"),
-                grpc,
-            ),
-            (
-                Some("http://file:4318"),
-                http,
-                vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4318")],
-                Some("http://env:4318/v1/traces"),
-                http,
-            ),
-            (
-                None,
-                http,
-                vec![
-                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4318"),
-                    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces:9999/custom/path"),
-                ],
-                Some("http://traces:9999/custom/path"),
-                http,
-            ),
-            (
-                None,
-                http,
-                vec![
-                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4317"),
-                    ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-                ],
-                Some("http://env:4317/opentelemetry.proto.collector.trace.v1.TraceService/Export"),
-                grpc,
-            ),
-            (
-                Some("http://file:4318"),
-                http,
-                vec![("OTEL_TRACES_EXPORTER", "none")],
-                None,
-                http,
-            ),
-        ];
-        for (i, (endpoint, protocol, vars, want, want_protocol)) in table.into_iter().enumerate() {
-            let cfg = ExportConfig {
-                endpoint: endpoint.map(String::from),
-                protocol,
-                ..ExportConfig::default()
-            };
-            let s = ExportSettings::resolve(&cfg, &env(&vars)).unwrap();
-            assert_eq!(s.target.map(|u| u.to_string()).as_deref(), want, "row {i}");
-            assert_eq!(s.protocol, want_protocol, "row {i}");
-        }
-    }
-
-    #[test]
-    fn headers_timeout_compression_and_errors() {
-        let mut cfg = ExportConfig::default();
-        cfg.headers.insert("X-Api-Key".into(), "file".into());
-        cfg.headers.insert("x-team".into(), "core".into());
-        let s = ExportSettings::resolve(
-            &cfg,
-            &env(&[
-                (
-                    "OTEL_EXPORTER_OTLP_HEADERS",
-                    "x-api-key=env%20key, x-extra=1",
-                ),
-                ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
-                ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(s.headers["x-api-key"], "env key");
-        assert_eq!(s.headers["x-team"], "core");
-        assert_eq!(s.headers["x-extra"], "1");
-        assert_eq!(s.timeout, Duration::from_millis(2500));
-        assert!(s.gzip);
-        let bad: &[(&str, &str, &str)] = &[
-            (
-                "OTEL_EXPORTER_OTLP_PROTOCOL",
-                "http/json",
-                "OTEL_EXPORTER_OTLP_PROTOCOL",
-            ),
-            (
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-                "https://x:4318",
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-            ),
-            (
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-                "collector:4318",
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-            ),
-            (
-                "OTEL_EXPORTER_OTLP_HEADERS",
-                "novalue",
-                "OTEL_EXPORTER_OTLP_HEADERS",
-            ),
-            (
-                "OTEL_EXPORTER_OTLP_TIMEOUT",
-                "soon",
-                "OTEL_EXPORTER_OTLP_TIMEOUT",
-            ),
-            (
-                "OTEL_EXPORTER_OTLP_COMPRESSION",
-                "zstd",
-                "OTEL_EXPORTER_OTLP_COMPRESSION",
-            ),
-        ];
-        for (k, v, source) in bad {
-            let e = ExportSettings::resolve(&ExportConfig::default(), &env(&[(k, v)])).unwrap_err();
-            assert_eq!(e.source_name, *source, "{k}={v}");
-        }
-    }
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let p = RetryPolicy::default();
-        assert_eq!(p.backoff(1, 0.0), Duration::from_millis(100));
-        assert_eq!(p.backoff(2, 0.0), Duration::from_millis(200));
-        assert_eq!(p.backoff(4, 0.0), Duration::from_millis(800));
-        assert_eq!(p.backoff(30, 0.0), Duration::from_secs(5));
-        assert_eq!(p.backoff(1, 1.0), Duration::from_millis(50));
-    }
-}
+mod tests;

@@ -180,7 +180,7 @@ fn exporter_with_metrics(
 ) -> (Exporter, metrics_exporter_prometheus::PrometheusHandle) {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
-    let exporter = Exporter::new(s, ExportMetrics::register(&recorder)).unwrap();
+    let exporter = Exporter::new(s, None, ExportMetrics::register(&recorder)).unwrap();
     (exporter, handle)
 }
 
@@ -295,7 +295,7 @@ async fn pipeline_to_a_hanging_collector_never_blocks_senders() {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let prom = recorder.handle();
     let dropped = filters::trace::TraceMetrics::register(&recorder).spans_dropped_queue_full;
-    let pipeline = Pipeline::start(&s, &resource(), 10, dropped, ExportMetrics::noop());
+    let pipeline = Pipeline::start(&s, None, &resource(), 10, dropped, ExportMetrics::noop());
     // The first batch is stuck in export; the queue (16) fills; the rest drop.
     let sent = (0..100).filter(|_| pipeline.sink.send(span("/x"))).count();
     assert!(sent <= 16 + 4, "sent {sent}");
@@ -338,7 +338,14 @@ async fn store_pipeline_batches_by_size_and_time() {
 #[tokio::test]
 async fn pipeline_without_endpoint_fills_the_store() {
     let s = settings(None, ExportProtocol::HttpProtobuf, false);
-    let pipeline = Pipeline::start(&s, &resource(), 10, Counter::noop(), ExportMetrics::noop());
+    let pipeline = Pipeline::start(
+        &s,
+        None,
+        &resource(),
+        10,
+        Counter::noop(),
+        ExportMetrics::noop(),
+    );
     pipeline.sink.send(span("/one"));
     pipeline.handle.flush().await;
     assert_eq!(pipeline.store.len(), 1);
@@ -352,7 +359,14 @@ async fn pipeline_without_endpoint_fills_the_store() {
 async fn pipeline_exports_batches_over_http() {
     let collector = Collector::start(vec![Answer::Http(200)]).await;
     let s = settings(Some(collector.url()), ExportProtocol::HttpProtobuf, false);
-    let pipeline = Pipeline::start(&s, &resource(), 10, Counter::noop(), ExportMetrics::noop());
+    let pipeline = Pipeline::start(
+        &s,
+        None,
+        &resource(),
+        10,
+        Counter::noop(),
+        ExportMetrics::noop(),
+    );
     for _ in 0..6 {
         pipeline.sink.send(span("/e"));
     }
