@@ -15,11 +15,11 @@
 //!
 //! A receiver can be told to answer slowly ([`Mode::Slow`]) or to refuse
 //! with 503 / `UNAVAILABLE` ([`Mode::Unavailable`]), to test a collector
-//! that is slow or down.
+//! that is slow or down, and can speak only TLS ([`OtlpBuilder::tls`],
+//! optionally requiring client certificates), recording each connection's
+//! ALPN and client certificate.
 
 use std::{
-    convert::Infallible,
-    io::Read,
     net::SocketAddr,
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -28,11 +28,6 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{
         trace_service_server::{TraceService, TraceServiceServer},
@@ -41,12 +36,18 @@ use opentelemetry_proto::tonic::{
     common::v1::{any_value, KeyValue},
     trace::v1::{span, status, Span},
 };
-use prost::Message;
 use tokio::{
     net::TcpListener,
     sync::{oneshot, watch, Notify},
     task::JoinHandle,
 };
+
+mod http_server;
+mod tls;
+
+pub use self::tls::TlsConnection;
+use self::tls::TlsOptions;
+use crate::pki::Leaf;
 
 /// How the receiver answers exports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +74,7 @@ pub enum Protocol {
 pub struct OtlpBuilder {
     protocol: Protocol,
     mode: Mode,
+    tls: Option<TlsOptions>,
 }
 
 /// One export request as received.
@@ -102,6 +104,7 @@ pub struct Otlp {
     /// Its address.
     pub addr: SocketAddr,
     protocol: Protocol,
+    tls: bool,
     shared: Arc<Shared>,
     received: watch::Receiver<Vec<Received>>,
     stop: Option<oneshot::Sender<()>>,
@@ -116,6 +119,8 @@ struct Shared {
     in_flight: AtomicUsize,
     release: Notify,
     decode_errors: watch::Sender<Vec<String>>,
+    tls_connections: watch::Sender<Vec<TlsConnection>>,
+    handshake_failures: AtomicUsize,
 }
 
 // === impl Otlp ===
@@ -126,6 +131,7 @@ impl Otlp {
         OtlpBuilder {
             protocol: Protocol::Grpc,
             mode: Mode::Ok,
+            tls: None,
         }
     }
 
@@ -134,12 +140,41 @@ impl Otlp {
         OtlpBuilder {
             protocol: Protocol::HttpProtobuf,
             mode: Mode::Ok,
+            tls: None,
         }
     }
 
-    /// The base URL for `tracing.export.endpoint` / `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    /// The base URL for `tracing.export.endpoint` / `OTEL_EXPORTER_OTLP_ENDPOINT`:
+    /// `https://localhost:port` over TLS (the name test certificates carry).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.tls {
+            true => format!("https://localhost:{}", self.addr.port()),
+            false => format!("http://{}", self.addr),
+        }
+    }
+
+    /// The TLS connections accepted so far (TLS mode).
+    pub fn tls_connections(&self) -> Vec<TlsConnection> {
+        self.shared.tls_connections.borrow().clone()
+    }
+
+    /// Waits until at least one TLS connection was accepted, within
+    /// [`crate::PATIENCE`]; returns them all.
+    pub async fn wait_for_tls_connection(&self) -> Vec<TlsConnection> {
+        let mut rx = self.shared.tls_connections.subscribe();
+        let waited = tokio::time::timeout(crate::PATIENCE, rx.wait_for(|c| !c.is_empty())).await;
+        match waited {
+            Ok(Ok(_)) => self.tls_connections(),
+            _ => panic!(
+                "no TLS connection accepted ({} handshakes failed)",
+                self.handshake_failures()
+            ),
+        }
+    }
+
+    /// TLS handshakes that failed or timed out (TLS mode).
+    pub fn handshake_failures(&self) -> usize {
+        self.shared.handshake_failures.load(Ordering::SeqCst)
     }
 
     /// The value for `tracing.export.protocol` / `OTEL_EXPORTER_OTLP_PROTOCOL`.
@@ -298,6 +333,20 @@ impl OtlpBuilder {
         self
     }
 
+    /// Speaks only TLS, with `leaf` as its certificate (ALPN `h2` and
+    /// `http/1.1`).
+    pub fn tls(mut self, leaf: &Leaf) -> Self {
+        self.tls = Some(TlsOptions::new(leaf));
+        self
+    }
+
+    /// Over TLS, requires a client certificate signed by `ca_pem`.
+    pub fn client_ca(mut self, ca_pem: &str) -> Self {
+        let tls = self.tls.as_mut().expect("client_ca needs tls(leaf) first");
+        tls.client_ca = Some(ca_pem.to_string());
+        self
+    }
+
     /// Binds `127.0.0.1:0` and serves.
     pub async fn run(self) -> Otlp {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -310,11 +359,21 @@ impl OtlpBuilder {
             in_flight: AtomicUsize::new(0),
             release: Notify::new(),
             decode_errors: watch::channel(Vec::new()).0,
+            tls_connections: watch::channel(Vec::new()).0,
+            handshake_failures: AtomicUsize::new(0),
         });
         shared.set_mode(self.mode);
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = match self.protocol {
-            Protocol::Grpc => {
+        let tls = self.tls.is_some();
+        let task = match (self.tls, self.protocol) {
+            (Some(options), protocol) => tokio::spawn(tls::serve(
+                listener,
+                options,
+                protocol,
+                shared.clone(),
+                stopped,
+            )),
+            (None, Protocol::Grpc) => {
                 let svc = TraceServiceServer::new(GrpcReceiver(shared.clone()));
                 tokio::spawn(async move {
                     tonic::transport::Server::builder()
@@ -329,11 +388,14 @@ impl OtlpBuilder {
                         .expect("the gRPC receiver serves");
                 })
             }
-            Protocol::HttpProtobuf => tokio::spawn(serve_http(listener, shared.clone(), stopped)),
+            (None, Protocol::HttpProtobuf) => {
+                tokio::spawn(http_server::serve_http(listener, shared.clone(), stopped))
+            }
         };
         Otlp {
             addr,
             protocol: self.protocol,
+            tls,
             shared,
             received,
             stop: Some(stop),
@@ -411,93 +473,6 @@ impl TraceService for GrpcReceiver {
         } else {
             Err(tonic::Status::unavailable("the test collector is down"))
         }
-    }
-}
-
-// === HTTP ===
-
-async fn serve_http(listener: TcpListener, shared: Arc<Shared>, mut stop: oneshot::Receiver<()>) {
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = &mut stop => return,
-            accepted = listener.accept() => match accepted { Ok(c) => c, Err(_) => continue },
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle_http(&shared, req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
-}
-
-async fn handle_http(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let answer = |status: StatusCode, body: &'static str| {
-        let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-        *resp.status_mut() = status;
-        resp
-    };
-    if req.method() != http::Method::POST || req.uri().path() != "/v1/traces" {
-        shared.decode_error(format!("unexpected {} {}", req.method(), req.uri()));
-        return answer(StatusCode::NOT_FOUND, "POST /v1/traces only\n");
-    }
-    let (parts, body) = req.into_parts();
-    let content_type = parts.headers.get(http::header::CONTENT_TYPE);
-    if content_type.is_none_or(|v| v.as_bytes() != b"application/x-protobuf") {
-        shared.decode_error(format!("content-type {content_type:?}"));
-        return answer(StatusCode::UNSUPPORTED_MEDIA_TYPE, "protobuf only\n");
-    }
-    let body = match body.collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            shared.decode_error(format!("body: {e}"));
-            return answer(StatusCode::BAD_REQUEST, "body\n");
-        }
-    };
-    let gzip = parts
-        .headers
-        .get(http::header::CONTENT_ENCODING)
-        .is_some_and(|v| v.as_bytes() == b"gzip");
-    let body = if gzip {
-        let mut out = Vec::new();
-        if let Err(e) = flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut out) {
-            shared.decode_error(format!("gzip: {e}"));
-            return answer(StatusCode::BAD_REQUEST, "bad gzip\n");
-        }
-        Bytes::from(out)
-    } else {
-        body
-    };
-    let request = match ExportTraceServiceRequest::decode(body) {
-        Ok(r) => r,
-        Err(e) => {
-            shared.decode_error(format!("protobuf: {e}"));
-            return answer(StatusCode::BAD_REQUEST, "bad protobuf\n");
-        }
-    };
-    let received = Received {
-        request,
-        gzip,
-        headers: parts.headers,
-    };
-    if shared.answer(received).await {
-        let mut resp = Response::new(Full::new(
-            ExportTraceServiceResponse::default().encode_to_vec().into(),
-        ));
-        resp.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/x-protobuf"),
-        );
-        resp
-    } else {
-        answer(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the test collector is down\n",
-        )
     }
 }
 
