@@ -1,6 +1,7 @@
 //! The integration tests, one binary.
 
 mod drain;
+mod export_tls;
 mod failures;
 mod grpc;
 mod hostile;
