@@ -31,6 +31,7 @@ use crate::{
     listen::{self, ConnectionCount, ServeOptions},
     stack::{self, Chain},
     tls::client::ClientTls,
+    tunnel::{ConnectPolicy, TunnelOptions},
 };
 
 /// Why the proxy could not start.
@@ -291,6 +292,7 @@ pub async fn start(
         inbound_trace,
         inbound_chain,
         settings.limits.body_idle_timeout,
+        ConnectPolicy::Refuse,
     );
 
     let (trigger, drain) = drain::channel();
@@ -375,12 +377,19 @@ pub async fn start(
             // Calls the app makes are CLIENT requests: measured as such, and
             // as the client side of the service graph.
             let outbound_metrics = metrics(Side::Client, Some(graph.clone()));
+            // The app's CONNECTs are tunnelled, never to this listener itself.
+            let tunnels = TunnelOptions {
+                own: outbound.expect("bound with the outbound listener"),
+                drain: drain.clone(),
+                drain_timeout: settings.drain_timeout,
+            };
             let outbound_svc = stack::listener(
                 outbound_metrics,
                 "http",
                 outbound_trace,
                 chain,
                 settings.limits.body_idle_timeout,
+                ConnectPolicy::Tunnel(Arc::new(tunnels)),
             );
             let conns = ConnectionCount::default();
             // The app may still call out while it shuts down: keep accepting

@@ -19,4 +19,5 @@ pub mod rescue;
 pub mod smuggling;
 pub mod stack;
 pub mod tls;
+pub mod tunnel;
 pub mod validate;

@@ -115,7 +115,7 @@ struct InFlight {
 /// place in its connection's activity.
 struct ConnBody {
     inner: HttpBody,
-    _in_flight: InFlight,
+    _in_flight: Option<InFlight>,
 }
 
 impl Drop for ConnGuard {
@@ -240,7 +240,7 @@ async fn serve_connection<S>(
     addr: SocketAddr,
     service: S,
     drain: Drain,
-    _guard: ConnGuard,
+    guard: ConnGuard,
 ) where
     S: Service<Request<Incoming>, Response = Response<HttpBody>, Error = Infallible>
         + Clone
@@ -251,6 +251,8 @@ async fn serve_connection<S>(
 {
     let options = &listener.options;
     let timeout = options.header_read_timeout;
+    // An open CONNECT tunnel outlives hyper's connection and keeps its place.
+    let conn = Arc::new(guard);
     let in_trusted_network =
         |trusted: &Arc<[IpNetwork]>| trusted.iter().any(|n| n.contains(addr.ip()));
     let Some(handshakes) = &options.tls else {
@@ -260,7 +262,7 @@ async fn serve_connection<S>(
             trusted: options.trusted_clients.as_ref().map(in_trusted_network),
         };
         let (io, guard) = GuardedIo::new(stream, timeout);
-        return serve_io(&listener, io, guard, peer, None, service, drain).await;
+        return serve_io(&listener, io, guard, peer, None, service, drain, conn).await;
     };
     let Some((stream, facts)) = handshakes.accept(stream, addr, options.name).await else {
         return;
@@ -276,12 +278,24 @@ async fn serve_connection<S>(
             .map(|nets| facts.client_verified() || in_trusted_network(nets)),
     };
     let (io, guard) = GuardedIo::new(stream, timeout);
-    serve_io(&listener, io, guard, peer, Some(facts), service, drain).await;
+    serve_io(
+        &listener,
+        io,
+        guard,
+        peer,
+        Some(facts),
+        service,
+        drain,
+        conn,
+    )
+    .await;
 }
 
 /// Serves one connection: connection facts go into each request, the
 /// framing guard is told how an upgrade ended, requests count against the
 /// connection's idle timeout and the listener's in-flight budget.
+// The parts of one accepted connection, each used once.
+#[allow(clippy::too_many_arguments)]
 async fn serve_io<IO, S>(
     listener: &Arc<Listener>,
     io: GuardedIo<IO>,
@@ -290,6 +304,7 @@ async fn serve_io<IO, S>(
     tls: Option<Arc<TlsFacts>>,
     service: S,
     mut drain: Drain,
+    conn: Arc<ConnGuard>,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<HttpBody>, Error = Infallible>
@@ -318,6 +333,7 @@ async fn serve_io<IO, S>(
         let draining = draining.clone();
         let upgrades = upgrades.clone();
         let in_flight = InFlight::start(&conn_activity, &shared);
+        let tunnel_conn = (req.method() == http::Method::CONNECT).then(|| conn.clone());
         if let Some(max) = in_flight.over_budget(&shared.options) {
             shared.options.shed_in_flight.increment(1);
             req.extensions_mut().insert(OverBudget { max });
@@ -340,6 +356,13 @@ async fn serve_io<IO, S>(
                 && is_upgrade_request(req.headers(), req.method()))
             .then(|| req.method() == http::Method::CONNECT);
             let mut resp = service.oneshot(req).await?;
+            let mut in_flight = Some(in_flight);
+            // hyper drops a 2xx CONNECT answer's body unread; a tunnel's ends
+            // when the tunnel closes, in flight and counted until then.
+            if let Some(conn) = tunnel_conn.filter(|_| resp.status().is_success()) {
+                let body = std::mem::replace(resp.body_mut(), filters::empty_body());
+                crate::tunnel::hold(body, (in_flight.take(), conn));
+            }
             if let Some(connect) = upgrade {
                 let status = resp.status();
                 upgrades.upgrade_outcome(if connect {

@@ -19,6 +19,7 @@ use crate::{
     client_body::ClientBody,
     forward::{is_grpc, strip_hop_by_hop},
     rescue::RescueLayer,
+    tunnel::{ConnectPolicy, TunnelLayer},
     validate::ValidateLayer,
 };
 
@@ -34,13 +35,15 @@ pub struct Chain(Arc<ArcSwap<HttpService>>);
 /// `metrics` is the listener's RED metrics, `trace` its trace layer (SERVER
 /// spans inbound, CLIENT spans outbound); `chain` is the configured filters
 /// over the forwarder; a request body (other than gRPC's) that delivers
-/// nothing for `body_idle_timeout` fails.
+/// nothing for `body_idle_timeout` fails; `connect` says what becomes of
+/// `CONNECT` (tunnelled outbound, refused inbound).
 pub fn listener(
     metrics: Arc<HttpMetrics>,
     scheme: &'static str,
     trace: TraceLayer,
     chain: Chain,
     body_idle_timeout: Duration,
+    connect: ConnectPolicy,
 ) -> ListenerService {
     let svc = ServiceBuilder::new()
         // At the edge: headers that describe the client's connection go
@@ -66,6 +69,11 @@ pub fn listener(
         // Ambiguous targets and authorities end here, as a 400 every layer
         // above records.
         .layer(ValidateLayer)
+        // CONNECT is answered here, under the metrics and trace layers so a
+        // tunnel is measured and spanned until it closes, after validation
+        // and the in-flight budget, and over the configured filters, which
+        // are for HTTP exchanges, not for the bytes of a tunnel.
+        .layer(TunnelLayer::new(connect))
         // A panicking filter becomes one more INTERNAL error for rescue.
         .layer(CatchPanicLayer::new())
         .service(chain);

@@ -108,7 +108,10 @@ pub struct SpanEvent {
 /// it before the response body ends; the trace layer adds what it holds to
 /// the span when the body ends. Cheap to clone: one `Arc`.
 #[derive(Clone, Debug, Default)]
-pub struct EndAttributes(Arc<OnceLock<Vec<(Cow<'static, str>, AttrValue)>>>);
+pub struct EndAttributes(Arc<OnceLock<Vec<Attribute>>>);
+
+/// A span attribute: its key and value.
+pub type Attribute = (Cow<'static, str>, AttrValue);
 
 pub use crate::body::Outcome;
 
@@ -190,12 +193,12 @@ pub fn unix_nanos() -> u64 {
 
 impl EndAttributes {
     /// Sets the attributes; only the first call counts.
-    pub fn set(&self, attributes: Vec<(Cow<'static, str>, AttrValue)>) {
+    pub fn set(&self, attributes: Vec<Attribute>) {
         let _ = self.0.set(attributes);
     }
 
     /// The attributes set so far (none before [`set`](Self::set)).
-    pub fn get(&self) -> &[(Cow<'static, str>, AttrValue)] {
+    pub fn get(&self) -> &[Attribute] {
         self.0.get().map_or(&[], Vec::as_slice)
     }
 }
