@@ -1,5 +1,6 @@
 //! The integration tests, one binary.
 
+mod connect;
 mod drain;
 mod export_tls;
 mod failures;
