@@ -4,11 +4,9 @@
 //! Also a plain-text listener that records the first bytes it gets, to prove
 //! nothing is sent in clear text to an `https://` URL.
 
-use std::{
-    convert::Infallible,
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -99,7 +97,7 @@ impl TlsUpstream {
                         .and_then(|c| c.first())
                         .map(|c| c.to_vec());
                     if let Some(der) = &client_cert {
-                        seen.lock().unwrap().push(der.clone());
+                        seen.lock().push(der.clone());
                     }
                     let has_cert = client_cert.is_some();
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -170,7 +168,7 @@ impl PlainRecorder {
                     let mut buf = vec![0; 4096];
                     if let Ok(n) = tcp.read(&mut buf).await {
                         buf.truncate(n);
-                        seen.lock().unwrap().push(buf);
+                        seen.lock().push(buf);
                     }
                     // Answer like a plain HTTP server would.
                     let _ = tokio::io::AsyncWriteExt::write_all(

@@ -15,6 +15,7 @@ pub mod export;
 pub mod forward;
 pub mod listen;
 pub mod logging;
+pub mod preflight;
 pub mod rescue;
 pub mod smuggling;
 pub mod stack;

@@ -1,7 +1,7 @@
 //! The `sidetrace` binary: parse the command line, call the library, exit
 //! 0 (ok), 1 (runtime failure) or 2 (usage or config error).
 
-use std::{collections::HashMap, process::ExitCode};
+use std::{collections::HashMap, io::Write, process::ExitCode};
 
 use clap::Parser;
 use sidetrace::{
@@ -58,7 +58,11 @@ fn settings(
         service_name: args.service_name.clone(),
         drain_timeout: args.drain_timeout,
     };
-    Settings::resolve(overrides, file, args.config.clone(), env)
+    let settings = Settings::resolve(overrides, file, args.config.clone(), env);
+    settings.map_err(|e| match &args.config {
+        Some(path) => e.at_field_in(path),
+        None => e,
+    })
 }
 
 async fn run(args: RunArgs, env: HashMap<String, String>) -> ExitCode {
@@ -72,6 +76,10 @@ async fn run(args: RunArgs, env: HashMap<String, String>) -> ExitCode {
     let running = match app::start(settings, &env).await {
         Ok(r) => r,
         Err(app::StartError::Config(e)) => {
+            let e = match &args.config {
+                Some(path) => e.at_field_in(path),
+                None => e,
+            };
             eprintln!("sidetrace: invalid configuration: {e}");
             return ExitCode::from(2);
         }
@@ -105,7 +113,6 @@ async fn wait_for_signal() {
     }
 }
 
-#[allow(clippy::print_stdout)]
 fn check_config(path: &std::path::Path, env: &HashMap<String, String>) -> ExitCode {
     // The upstream often comes from the environment (the Helm chart sets
     // SIDETRACE_UPSTREAM): check the file against the one `run` would use.
@@ -118,14 +125,31 @@ fn check_config(path: &std::path::Path, env: &HashMap<String, String>) -> ExitCo
         service_name: None,
         drain_timeout: None,
     };
-    match settings(&args, env) {
+    let checked = settings(&args, env).and_then(|s| {
+        sidetrace::preflight::check_files(&s, env)
+            .map(|()| s)
+            .map_err(|e| e.at_field_in(path))
+    });
+    match checked {
         Ok(s) => {
-            println!("{}: valid", path.display());
-            println!("filter chain (outermost first): metrics > trace > rescue > catch_panic > {}forward",
-                s.filters.iter().map(|f| format!("{} > ", f.name())).collect::<String>());
+            let chain: String = s
+                .filters
+                .iter()
+                .map(|f| format!("{} > ", f.name()))
+                .collect();
             // The same rendering as the admin /config: secrets redacted.
             let json = sidetrace::admin::render_config(&s);
-            println!("{}", String::from_utf8_lossy(&json));
+            let text = format!(
+                "{}: valid\nfilter chain (outermost first): metrics > trace > rescue > catch_panic > {chain}forward\n{}\n",
+                path.display(),
+                String::from_utf8_lossy(&json)
+            );
+            // Not print!: a reader that stops early (`| head -1`) closes the
+            // pipe, and the verdict stands all the same.
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush());
             ExitCode::SUCCESS
         }
         Err(e) => {

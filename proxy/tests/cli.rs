@@ -295,3 +295,88 @@ fn missing_tls_files_exit_2_naming_the_field() {
     assert!(stderr.contains("inbound.tls.cert"), "{stderr}");
     assert!(stderr.contains("/nonexistent/tls.crt"), "{stderr}");
 }
+
+#[test]
+fn a_closed_stdout_is_not_a_crash() {
+    // A pipe whose reader is gone, as when `| head -1` has read its line.
+    let path = temp_file("closed-stdout.yaml", "{}\n");
+    for args in [vec!["check-config", path.to_str().unwrap()], vec!["--help"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(BIN)
+            .args(&args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn every_kind_of_config_error_names_file_line_and_column() {
+    // (file text, expected position, words the message must have)
+    let cases = [
+        // a value of the wrong type, said with the value found
+        (
+            "inbound:\n  max_header_bytes: abc\n",
+            ":2:21: inbound.max_header_bytes: ",
+            "expected a whole number (0 or more), found \"abc\"",
+        ),
+        // a key given twice, without the parser's internals
+        (
+            "drain_timeout: 5s\ndrain_timeout: 6s\n",
+            ":2:1: ",
+            "drain_timeout is given twice",
+        ),
+        // value checks made after parsing
+        (
+            "tracing:\n  sampler: { type: ratio, ratio: 1.5 }\n",
+            ":2:34: tracing.sampler.ratio: ",
+            "1.5 is not a ratio between 0 and 1",
+        ),
+        (
+            "routes:\n  - { prefix: api, name: x }\n",
+            ":2:15: routes[0].prefix: ",
+            "must start with '/'",
+        ),
+        (
+            "filters:\n  - timeout: { request: 0s }\n",
+            ":2:25: filters[0].timeout.request: ",
+            "greater than 0",
+        ),
+        // a key indented too far reads as more of the value above it
+        (
+            "inbound:\n  listen: 0.0.0.0:15080\n   upstream: http://x\n",
+            ":2:11: inbound.listen: ",
+            "line 3 is indented more than line 2",
+        ),
+        // files the config names are read, as `run` reads them
+        (
+            "inbound:\n  tls: { cert: /nonexistent/tls.crt, key: /nonexistent/tls.key }\n",
+            ":2:16: inbound.tls.cert: ",
+            "/nonexistent/tls.crt",
+        ),
+    ];
+    for (i, (yaml, position, words)) in cases.into_iter().enumerate() {
+        let path = temp_file(&format!("error-kinds-{i}.yaml"), yaml);
+        let out = Command::new(BIN)
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{yaml}: {stderr}");
+        let expected = format!("{}{position}", path.display());
+        assert!(
+            stderr.starts_with(&expected),
+            "{yaml}: want {expected:?}, got {stderr}"
+        );
+        assert!(stderr.contains(words), "{yaml}: {stderr}");
+        for internal in ["?:", "DuplicateKeyPolicy", "invalid u64"] {
+            assert!(!stderr.contains(internal), "{yaml}: {stderr}");
+        }
+    }
+}

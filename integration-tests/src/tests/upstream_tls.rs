@@ -161,7 +161,7 @@ async fn a_plain_text_server_behind_https_never_receives_a_request_line() {
         .await;
     assert_eq!(resp.status, StatusCode::BAD_GATEWAY);
     assert!(resp.text().contains("tls_handshake"), "{}", resp.text());
-    let received = plain.received.lock().unwrap().clone();
+    let received = plain.received.lock().clone();
     assert!(!received.is_empty(), "the proxy did connect");
     for bytes in received {
         assert_eq!(bytes.first(), Some(&0x16), "a TLS handshake record");
@@ -208,11 +208,7 @@ async fn mutual_tls_to_the_app_presents_the_configured_client_certificate() {
     assert_eq!(resp.status, StatusCode::OK, "{}", resp.text());
     assert_eq!(resp.json()["client_cert"], true);
     assert!(
-        app.client_certs
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|der| *der == client.cert_der),
+        app.client_certs.lock().contains(&client.cert_der),
         "the app saw the proxy's configured client certificate"
     );
     with.shutdown();

@@ -55,6 +55,40 @@ impl ConfigError {
         self.file = Some(file.display().to_string());
         self
     }
+
+    /// For an error found after parsing, the file and the line and column of
+    /// its field in it (read again; unchanged when the field is not in the
+    /// file, e.g. it came from a flag or the environment).
+    pub fn at_field_in(self, file: &Path) -> Self {
+        if self.line.is_some() {
+            return self;
+        }
+        match std::fs::read_to_string(file) {
+            Ok(text) => match self.at_field(&text) {
+                located if located.line.is_some() => located.in_file(file),
+                elsewhere => elsewhere,
+            },
+            Err(_) => self,
+        }
+    }
+
+    /// Fills in the line and column of the field in `text`, when missing.
+    fn at_field(mut self, text: &str) -> Self {
+        if self.line.is_none() {
+            if let Some((line, column)) = self
+                .path
+                .as_deref()
+                .and_then(|path| super::locate::locate(text, path))
+            {
+                self.line = Some(line);
+                self.column = Some(column);
+                if let Some(hint) = super::locate::folded_line_hint(text, line) {
+                    self.message = format!("{} ({hint})", self.message);
+                }
+            }
+        }
+        self
+    }
 }
 
 /// Reads and validates a config file.
@@ -84,20 +118,27 @@ pub fn parse_yaml(text: &str) -> Result<FileConfig, ConfigError> {
     let config = match parsed {
         Ok(config) => config,
         Err(e) => {
-            let location = e.location();
+            let location = e.location().map(|l| (l.line(), l.column()));
             let message = e.without_snippet().to_string();
             // saphyr prefixes its own position; keep one, ours, at the front.
-            let message = strip_position(&message);
+            let mut message =
+                super::locate::plain_message(&strip_position(&message), text, location);
+            if let Some(hint) =
+                location.and_then(|(line, _)| super::locate::folded_line_hint(text, line))
+            {
+                message = format!("{message} ({hint})");
+            }
             return Err(ConfigError {
                 file: None,
-                line: location.map(|l| l.line()),
-                column: location.map(|l| l.column()),
-                path: field,
+                line: location.map(|(line, _)| line),
+                column: location.map(|(_, column)| column),
+                // An error outside any field has no path worth showing.
+                path: field.filter(|f| f != "?" && f != "."),
                 message,
             });
         }
     };
-    validate(&config)?;
+    validate(&config).map_err(|e| e.at_field(text))?;
     Ok(config)
 }
 

@@ -8,6 +8,7 @@ mod file;
 mod hosts;
 mod limits;
 mod load;
+mod locate;
 mod network;
 pub mod reload;
 mod settings;
