@@ -177,6 +177,12 @@ async fn http(req: Request<Incoming>) -> Response<HttpBody> {
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
+    if trailers {
+        // HTTP/1.1 sends trailers only when the response announces them
+        // (and the client asked with `TE: trailers`); HTTP/2 always can.
+        resp.headers_mut()
+            .insert(header::TRAILER, HeaderValue::from_static("x-echo-trailer"));
+    }
     resp
 }
 

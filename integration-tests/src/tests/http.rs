@@ -71,36 +71,40 @@ async fn statuses_bodies_and_hop_by_hop_headers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn streaming_bodies_and_trailers_pass_through_h2c() {
+async fn streaming_bodies_and_trailers_pass_through_http1_and_h2c() {
     let up = Upstream::echo().await;
     let proxy = Proxy::builder().upstream(up.url()).run().await;
-    let client = Client::h2c();
-    let req = client
-        .request("GET", &proxy.url("/stream?chunks=5&delay_ms=30&trailers=1"))
-        .header("te", "trailers")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let resp = client.send_streaming(req).await;
-    assert_eq!(resp.status(), StatusCode::OK);
-    let mut body = resp.into_body();
-    let mut data_frames = 0;
-    let mut trailers = None;
-    while let Some(frame) = tokio::time::timeout(crate::PATIENCE, body.frame())
-        .await
-        .unwrap()
-    {
-        let frame = frame.unwrap();
-        if frame.is_data() {
-            data_frames += 1;
-        } else if let Ok(t) = frame.into_trailers() {
-            trailers = Some(t);
+    // HTTP/1.1 carries trailers in the last chunk when the client sent
+    // `TE: trailers` and the response announced them in `Trailer`.
+    for (name, client) in [("http1", Client::http1()), ("h2c", Client::h2c())] {
+        let req = client
+            .request("GET", &proxy.url("/stream?chunks=5&delay_ms=30&trailers=1"))
+            .header("te", "trailers")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = client.send_streaming(req).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{name}");
+        let mut body = resp.into_body();
+        let mut data_frames = 0;
+        let mut trailers = None;
+        while let Some(frame) = tokio::time::timeout(crate::PATIENCE, body.frame())
+            .await
+            .unwrap()
+        {
+            let frame = frame.unwrap();
+            if frame.is_data() {
+                data_frames += 1;
+            } else if let Ok(t) = frame.into_trailers() {
+                trailers = Some(t);
+            }
         }
+        assert!(
+            data_frames >= 2,
+            "{name}: body arrived streamed, in {data_frames} frames"
+        );
+        let trailers = trailers.unwrap_or_else(|| panic!("{name}: no trailers"));
+        assert_eq!(trailers["x-echo-trailer"], "done", "{name}");
     }
-    assert!(
-        data_frames >= 2,
-        "body arrived streamed, in {data_frames} frames"
-    );
-    assert_eq!(trailers.expect("trailers")["x-echo-trailer"], "done");
     proxy.shutdown();
 }
 

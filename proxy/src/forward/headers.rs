@@ -105,7 +105,7 @@ pub(super) fn prepare_headers(req: &mut Request<HttpBody>, version: Version, upg
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass of cheap comparisons finds the few present (usually none, or
     // `Connection: keep-alive`), so only those pay for a hashed removal.
-    let mut present: [Option<HeaderName>; 9] = Default::default();
+    let mut present: [Option<HeaderName>; 8] = Default::default();
     let mut count = 0;
     for name in headers.keys() {
         if count < present.len()
@@ -146,12 +146,14 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// `Trailer` is not among them: it announces the message's trailer fields
+/// end to end (RFC 9110 section 6.6.2), and an HTTP/1.1 server sends
+/// trailers only for fields its response announced.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     name == header::CONNECTION
         || name == header::TE
         || name == header::TRANSFER_ENCODING
         || name == header::UPGRADE
-        || name == header::TRAILER
         || name == header::PROXY_AUTHENTICATE
         || name == header::PROXY_AUTHORIZATION
         || name == KEEP_ALIVE
