@@ -513,7 +513,9 @@ fn build_recorder(settings: &Settings) -> PrometheusRecorder {
             )
             .expect("size buckets are non-empty");
     }
-    builder.build_recorder()
+    let recorder = builder.build_recorder();
+    crate::admin::help::describe(&recorder);
+    recorder
 }
 
 // === impl Running ===

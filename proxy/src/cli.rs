@@ -104,4 +104,8 @@ pub struct EchoArgs {
 pub struct CheckConfigArgs {
     /// The YAML file to check.
     pub file: PathBuf,
+    /// Check the file alone, without reading the certificates and keys it
+    /// names (for a config rendered for another machine, e.g. a pod).
+    #[arg(long)]
+    pub without_files: bool,
 }

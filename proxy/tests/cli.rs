@@ -380,3 +380,31 @@ fn every_kind_of_config_error_names_file_line_and_column() {
         }
     }
 }
+
+#[test]
+fn without_files_checks_a_config_rendered_for_another_machine() {
+    let path = temp_file(
+        "pod-config.yaml",
+        "inbound:\n  tls: { cert: /etc/sidetrace-tls/tls.crt, key: /etc/sidetrace-tls/tls.key }\n",
+    );
+    let read = Command::new(BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        read.status.code(),
+        Some(2),
+        "the certificate is read by default"
+    );
+    let alone = Command::new(BIN)
+        .args(["check-config", "--without-files"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        alone.status.success(),
+        "{}",
+        String::from_utf8_lossy(&alone.stderr)
+    );
+}

@@ -1,6 +1,6 @@
 //! Metric handles, resolved once per label set and cached.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::{uri::Authority, HeaderValue, StatusCode};
 use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
@@ -33,12 +33,14 @@ pub struct HttpMetrics {
     recorder: Arc<dyn Recorder + Send + Sync>,
     routes: RouteTable,
     series: SeriesCache<SeriesKey, Series>,
-    overflow_series: std::sync::OnceLock<Arc<Series>>,
+    overflow_series: OnceLock<Arc<Series>>,
     overflow: Counter,
-    /// By method index, then scheme index.
-    active: Vec<[Gauge; 2]>,
-    /// By method index.
-    request_size: Vec<Histogram>,
+    /// By method index, then scheme index; registered on first use, so
+    /// `/metrics` shows the methods and schemes that were seen, not every
+    /// possible one at zero.
+    active: Vec<[OnceLock<Gauge>; 2]>,
+    /// By method index; registered on first use.
+    request_size: Vec<OnceLock<Histogram>>,
     graph: Option<Arc<ServiceGraph>>,
 }
 
@@ -108,33 +110,19 @@ impl HttpMetrics {
             ),
             &md,
         );
-        let mut active = Vec::new();
-        let mut request_size = Vec::new();
-        if side == Side::Server {
-            for method in labels::METHODS {
-                active.push(SCHEMES.map(|scheme| {
-                    let key = Key::from_parts(
-                        names::SERVER_ACTIVE,
-                        vec![
-                            Label::new("http_request_method", method),
-                            Label::new("url_scheme", scheme),
-                        ],
-                    );
-                    recorder.register_gauge(&key, &md)
-                }));
-                let key = Key::from_parts(
-                    names::SERVER_REQUEST_SIZE,
-                    vec![Label::new("http_request_method", method)],
-                );
-                request_size.push(recorder.register_histogram(&key, &md));
-            }
-        }
+        let (active, request_size) = match side {
+            Side::Server => (
+                labels::METHODS.iter().map(|_| Default::default()).collect(),
+                labels::METHODS.iter().map(|_| OnceLock::new()).collect(),
+            ),
+            Side::Client => (Vec::new(), Vec::new()),
+        };
         Arc::new(Self {
             side,
             recorder,
             routes,
             series: SeriesCache::new(config.series_limit),
-            overflow_series: std::sync::OnceLock::new(),
+            overflow_series: OnceLock::new(),
             overflow,
             active,
             request_size,
@@ -159,7 +147,15 @@ impl HttpMetrics {
 
     /// The request body size histogram for a method label.
     pub fn request_size(&self, method: &http::Method) -> Option<&Histogram> {
-        self.request_size.get(labels::method_index(method))
+        let index = labels::method_index(method);
+        let slot = self.request_size.get(index)?;
+        Some(slot.get_or_init(|| {
+            let key = Key::from_parts(
+                names::SERVER_REQUEST_SIZE,
+                vec![Label::new("http_request_method", labels::METHODS[index])],
+            );
+            self.recorder.register_histogram(&key, &metadata())
+        }))
     }
 
     /// Starts measuring a request.
@@ -175,7 +171,20 @@ impl HttpMetrics {
         let index = labels::method_index(method);
         let method = labels::METHODS[index];
         let scheme_index = usize::from(scheme == "https");
-        let active = self.active.get(index).map(|g| g[scheme_index].clone());
+        let active = self.active.get(index).map(|slots| {
+            slots[scheme_index]
+                .get_or_init(|| {
+                    let key = Key::from_parts(
+                        names::SERVER_ACTIVE,
+                        vec![
+                            Label::new("http_request_method", method),
+                            Label::new("url_scheme", SCHEMES[scheme_index]),
+                        ],
+                    );
+                    self.recorder.register_gauge(&key, &metadata())
+                })
+                .clone()
+        });
         if let Some(g) = &active {
             g.increment(1.0);
         }

@@ -6,6 +6,7 @@ mod export_tls;
 mod failures;
 mod grpc;
 mod hostile;
+mod metrics_text;
 mod http;
 mod outbound;
 mod reload;

@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod config;
+pub mod help;
 mod process;
 
 use std::{

@@ -1,0 +1,139 @@
+//! `# HELP` text for every metric family `/metrics` shows, registered once
+//! with the recorder so that a person reading the page knows what each one
+//! means without the docs at hand (docs/metrics.md has the labels).
+
+use metrics::{Recorder, SharedString, Unit};
+
+/// (name, unit, help) of every family the proxy records.
+const FAMILIES: &[(&str, Option<Unit>, &str)] = &[
+    (
+        "http_server_request_duration_seconds",
+        Some(Unit::Seconds),
+        "Duration of requests the proxy served, from the request head to the end of the response body.",
+    ),
+    (
+        "http_server_active_requests",
+        None,
+        "Requests being served now, by method and scheme.",
+    ),
+    (
+        "http_server_request_body_size_bytes",
+        Some(Unit::Bytes),
+        "Size of request bodies received from clients.",
+    ),
+    (
+        "http_server_response_body_size_bytes",
+        Some(Unit::Bytes),
+        "Size of response bodies sent to clients.",
+    ),
+    (
+        "http_client_request_duration_seconds",
+        Some(Unit::Seconds),
+        "Duration of requests the proxy made to upstreams (the app inbound, destinations outbound).",
+    ),
+    (
+        "traces_service_graph_request_total",
+        None,
+        "Requests between two services (client, server), as a service graph edge.",
+    ),
+    (
+        "traces_service_graph_request_failed_total",
+        None,
+        "Failed requests between two services.",
+    ),
+    (
+        "traces_service_graph_request_server_seconds",
+        Some(Unit::Seconds),
+        "Duration of service graph requests as the server saw them.",
+    ),
+    (
+        "traces_service_graph_request_client_seconds",
+        Some(Unit::Seconds),
+        "Duration of service graph requests as the client saw them.",
+    ),
+    (
+        "sidetrace_build_info",
+        None,
+        "The proxy's version; always 1.",
+    ),
+    (
+        "sidetrace_connections_open",
+        None,
+        "Client connections open, by listener.",
+    ),
+    (
+        "sidetrace_upstream_connections_open",
+        None,
+        "Connections open to upstreams, by listener.",
+    ),
+    (
+        "sidetrace_requests_shed_total",
+        None,
+        "Requests answered 503 without being forwarded because a limit was reached, by listener and reason.",
+    ),
+    (
+        "sidetrace_tls_handshakes_total",
+        None,
+        "TLS handshakes, by side (inbound, upstream), protocol version and result.",
+    ),
+    (
+        "sidetrace_config_reloads_total",
+        None,
+        "Configuration reloads, by result.",
+    ),
+    (
+        "sidetrace_sampling_decisions_total",
+        None,
+        "Sampling decisions for new spans, by decision.",
+    ),
+    (
+        "sidetrace_propagation_errors_total",
+        None,
+        "Incoming trace context headers that could not be parsed and were ignored, by format.",
+    ),
+    (
+        "sidetrace_spans_exported_total",
+        None,
+        "Spans accepted by the collector (or stored in the embedded store).",
+    ),
+    (
+        "sidetrace_spans_dropped_total",
+        None,
+        "Spans lost, by reason (queue full, export failed, shutdown).",
+    ),
+    (
+        "sidetrace_export_errors_total",
+        None,
+        "Failed export attempts to the collector, by kind.",
+    ),
+    (
+        "sidetrace_metric_overflow_total",
+        None,
+        "Label sets folded into a metric's overflow series because it reached its series limit.",
+    ),
+    (
+        "sidetrace_webhook_reviews_total",
+        None,
+        "Admission reviews answered by the injection webhook, by outcome.",
+    ),
+    (
+        "sidetrace_webhook_review_duration_seconds",
+        Some(Unit::Seconds),
+        "Time to answer an admission review.",
+    ),
+];
+
+/// Registers the help text of every family with `recorder`.
+pub fn describe(recorder: &dyn Recorder) {
+    for &(name, unit, help) in FAMILIES {
+        let key = metrics::KeyName::from_const_str(name);
+        let help = SharedString::const_str(help);
+        match name {
+            n if n.ends_with("_seconds") || n.ends_with("_bytes") => {
+                recorder.describe_histogram(key, unit, help)
+            }
+            n if n.ends_with("_total") => recorder.describe_counter(key, unit, help),
+            _ => recorder.describe_gauge(key, unit, help),
+        }
+    }
+}
