@@ -78,10 +78,15 @@ async fn connect(
     client_cert: Option<(&str, &str)>,
 ) -> std::io::Result<TlsStream<TcpStream>> {
     let config = client_config(ca_pem, alpn, client_cert, rustls::ALL_VERSIONS);
-    let tcp = TcpStream::connect(addr).await?;
-    TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+    let handshake = async {
+        let tcp = TcpStream::connect(addr).await?;
+        TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+    };
+    tokio::time::timeout(PATIENCE, handshake)
         .await
+        .expect("the TLS handshake ends within PATIENCE")
 }
 
 fn client_config(
@@ -129,6 +134,17 @@ async fn get(
 
 /// `n` requests one after the other on one connection.
 async fn get_n(
+    stream: TlsStream<TcpStream>,
+    h2: bool,
+    path: &str,
+    n: usize,
+) -> Result<Vec<Answer>, hyper::Error> {
+    tokio::time::timeout(PATIENCE, requests(stream, h2, path, n))
+        .await
+        .expect("the requests are answered (or fail) within PATIENCE")
+}
+
+async fn requests(
     stream: TlsStream<TcpStream>,
     h2: bool,
     path: &str,
@@ -203,6 +219,18 @@ async fn handshakes(proxy: &Proxy, version: &str, result: &str) -> f64 {
             ("result", result),
         ],
     )
+}
+
+/// Every inbound handshake series, for failure messages.
+async fn handshake_series(proxy: &Proxy) -> String {
+    let text = Client::http1()
+        .get(&proxy.admin_url("/metrics"))
+        .await
+        .text();
+    text.lines()
+        .filter(|l| l.starts_with("sidetrace_tls_handshakes_total{side=\"inbound\""))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Waits until the proxy closes `tcp` (reading and dropping what it sends).
@@ -326,7 +354,8 @@ async fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     // Both failed after the server chose TLS 1.3, and are counted so.
     crate::assert_eventually!(
         handshakes(&proxy, "1.3", "error").await == 2.0,
-        "two refused client certificates counted as errors"
+        "two refused client certificates counted as errors: {}",
+        handshake_series(&proxy).await
     );
 
     let (client_cert, client_key) = pki.client(
@@ -407,9 +436,11 @@ async fn tls_facts_on_every_server_span_and_handshakes_counted() {
         &[&rustls::version::TLS12],
     );
     let tcp = TcpStream::connect(proxy.inbound).await.unwrap();
-    let stream = TlsConnector::from(Arc::new(tls12))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+    let handshake = TlsConnector::from(Arc::new(tls12))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp);
+    let stream = tokio::time::timeout(PATIENCE, handshake)
         .await
+        .expect("the TLS 1.2 handshake ends within PATIENCE")
         .unwrap();
     let group12 = stream.get_ref().1.negotiated_key_exchange_group().unwrap();
     let group12 = group12.name().as_str().unwrap().to_string();

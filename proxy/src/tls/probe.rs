@@ -9,10 +9,19 @@
 //! cipher suite tells TLS 1.3 (`0x13xx`, suites only 1.3 defines) from
 //! TLS 1.2. After that record, or anything else first, the wrapper only
 //! passes bytes through.
+//!
+//! The verdict goes to a [`SeenVersion`] the caller keeps, because the
+//! probe itself is dropped with the failed handshake. (Reading the probe
+//! between polls is not enough: a fast client's answer can arrive, and fail
+//! the handshake, within the poll that wrote the ServerHello.)
 
 use std::{
     io,
     pin::Pin,
+    sync::{
+        atomic::{AtomicU8, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
 };
 
@@ -29,7 +38,13 @@ const NEEDED: usize = 5 + 4 + 2 + 32 + 1 + 32 + 2;
 pub struct VersionProbe<IO> {
     io: IO,
     state: State,
+    seen: SeenVersion,
 }
+
+/// The version a [`VersionProbe`] read, shared with whoever drives the
+/// handshake.
+#[derive(Clone, Debug, Default)]
+pub struct SeenVersion(Arc<AtomicU8>);
 
 #[derive(Debug)]
 enum State {
@@ -38,7 +53,7 @@ enum State {
         buf: [u8; NEEDED],
         len: usize,
     },
-    Done(Option<ProtocolVersion>),
+    Done,
 }
 
 /// What the bytes written so far say.
@@ -51,23 +66,19 @@ enum Verdict {
 // === impl VersionProbe ===
 
 impl<IO> VersionProbe<IO> {
-    /// Wraps a socket before the server's handshake starts.
-    pub fn new(io: IO) -> Self {
-        Self {
+    /// Wraps a socket before the server's handshake starts; the handle
+    /// tells the version once the server's first record went out.
+    pub fn new(io: IO) -> (Self, SeenVersion) {
+        let seen = SeenVersion::default();
+        let probe = Self {
             io,
             state: State::Reading {
                 buf: [0; NEEDED],
                 len: 0,
             },
-        }
-    }
-
-    /// The version the server chose, once its first record went out.
-    pub fn version(&self) -> Option<ProtocolVersion> {
-        match self.state {
-            State::Done(version) => version,
-            State::Reading { .. } => None,
-        }
+            seen: seen.clone(),
+        };
+        (probe, seen)
     }
 
     /// Takes note of bytes the socket accepted.
@@ -85,8 +96,34 @@ impl<IO> VersionProbe<IO> {
             n -= chunk.len().min(n);
         }
         if let Verdict::Known(version) = server_hello_version(&buf[..*len]) {
-            self.state = State::Done(version);
+            self.state = State::Done;
+            self.seen.set(version);
         }
+    }
+}
+
+// === impl SeenVersion ===
+
+impl SeenVersion {
+    const TLS12: u8 = 1;
+    const TLS13: u8 = 2;
+
+    /// The version the server chose, if its first record said.
+    pub fn get(&self) -> Option<ProtocolVersion> {
+        match self.0.load(Ordering::Acquire) {
+            Self::TLS12 => Some(ProtocolVersion::TLSv1_2),
+            Self::TLS13 => Some(ProtocolVersion::TLSv1_3),
+            _ => None,
+        }
+    }
+
+    fn set(&self, version: Option<ProtocolVersion>) {
+        let code = match version {
+            Some(ProtocolVersion::TLSv1_2) => Self::TLS12,
+            Some(ProtocolVersion::TLSv1_3) => Self::TLS13,
+            _ => return,
+        };
+        self.0.store(code, Ordering::Release);
     }
 }
 
@@ -213,9 +250,9 @@ mod tests {
     async fn reads_the_version_across_partial_and_vectored_writes() {
         let hello = server_hello([3, 3], &[9; 32], [0x13, 0x01]);
         let (client, mut server) = tokio::io::duplex(4096);
-        let mut probe = VersionProbe::new(client);
+        let (mut probe, seen) = VersionProbe::new(client);
         probe.write_all(&hello[..20]).await.unwrap();
-        assert_eq!(probe.version(), None, "not enough yet");
+        assert_eq!(seen.get(), None, "not enough yet");
         let rest = [
             io::IoSlice::new(&hello[20..50]),
             io::IoSlice::new(&hello[50..]),
@@ -223,11 +260,16 @@ mod tests {
         // A vectored write may take only part of the slices; the rest follows.
         let n = probe.write_vectored(&rest).await.unwrap();
         probe.write_all(&hello[20 + n..]).await.unwrap();
-        assert_eq!(probe.version(), Some(ProtocolVersion::TLSv1_3));
-        let mut seen = vec![0; hello.len()];
-        tokio::io::AsyncReadExt::read_exact(&mut server, &mut seen)
+        drop(probe);
+        assert_eq!(
+            seen.get(),
+            Some(ProtocolVersion::TLSv1_3),
+            "kept after the probe"
+        );
+        let mut passed = vec![0; hello.len()];
+        tokio::io::AsyncReadExt::read_exact(&mut server, &mut passed)
             .await
             .unwrap();
-        assert_eq!(seen, hello, "bytes pass through unchanged");
+        assert_eq!(passed, hello, "bytes pass through unchanged");
     }
 }

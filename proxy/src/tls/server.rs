@@ -11,13 +11,9 @@
 //! connection's [`TlsFacts`] once for the spans of its requests.
 
 use std::{
-    fmt,
-    future::Future,
-    io,
+    fmt, io,
     net::{IpAddr, SocketAddr},
-    pin::Pin,
     sync::Arc,
-    task::Poll,
     time::Duration,
 };
 
@@ -151,30 +147,20 @@ impl Handshakes {
         peer: SocketAddr,
         listener: &'static str,
     ) -> Option<(InboundStream, Arc<TlsFacts>)> {
-        let mut accept = self.acceptor.accept(VersionProbe::new(stream));
-        let deadline = tokio::time::sleep(self.timeout);
-        tokio::pin!(deadline);
-        // tokio-rustls drops the socket of a failed handshake, so the
-        // version the server chose is read between polls.
-        let mut version = None;
-        let outcome = std::future::poll_fn(|cx| {
-            if let Poll::Ready(result) = Pin::new(&mut accept).poll(cx) {
-                return Poll::Ready(Some(result));
-            }
-            version = accept.get_ref().and_then(VersionProbe::version);
-            deadline.as_mut().poll(cx).map(|()| None)
-        })
-        .await;
+        let (probe, seen) = VersionProbe::new(stream);
+        let outcome = tokio::time::timeout(self.timeout, self.acceptor.accept(probe)).await;
         let (result, error) = match outcome {
-            Some(Ok(stream)) => {
+            Ok(Ok(stream)) => {
                 let facts = Arc::new(TlsFacts::new(stream.get_ref().1));
                 self.metrics
                     .record(HandshakeSide::Inbound, facts.version(), HandshakeResult::Ok);
                 return Some((stream, facts));
             }
-            Some(Err(e)) => (HandshakeResult::Error, Some(e)),
-            None => (HandshakeResult::Timeout, None),
+            Ok(Err(e)) => (HandshakeResult::Error, Some(e)),
+            Err(_) => (HandshakeResult::Timeout, None),
         };
+        // The version the server chose before the failure, if it got that far.
+        let version = seen.get();
         self.metrics.record(HandshakeSide::Inbound, version, result);
         self.failures.log(listener, peer, version, error.as_ref());
         None
