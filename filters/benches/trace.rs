@@ -1,6 +1,8 @@
 //! The per-request cost of tracing on the request path: context extract,
-//! sampling, span start/finish, inject, and the whole trace layer around a
-//! trivial service (span queued into the bounded channel, access log off).
+//! sampling, span start/finish, inject (all default formats, and each format
+//! alone, and one format through the OpenTelemetry API), and the whole trace
+//! layer around a trivial service (span queued into the bounded channel,
+//! access log off).
 //!
 //! Run: `cargo bench -p sidetrace-filters --bench trace`. OTLP encoding
 //! happens in the export task, off the request path; it is measured by the
@@ -38,6 +40,142 @@ fn incoming() -> HeaderMap {
         HeaderValue::from_static("rojo=00f067aa0ba902b7"),
     );
     h
+}
+
+/// One format alone: extract from a request carrying it, and inject the
+/// proxy span, so the per-request cost of each format reads off directly.
+fn per_format(c: &mut Criterion) {
+    use filters::trace::propagation::Propagator;
+    let cases: [(Propagator, &[(&str, &str)]); 5] = [
+        (Propagator::TraceContext, &[("traceparent", TP)]),
+        (
+            Propagator::B3,
+            &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")],
+        ),
+        (
+            Propagator::XRay,
+            &[(
+                "x-amzn-trace-id",
+                "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+            )],
+        ),
+        (
+            Propagator::Jaeger,
+            &[(
+                "uber-trace-id",
+                "4bf92f3577b34da6a3ce929d0e0e4736:00f067aa0ba902b7:0:1",
+            )],
+        ),
+        (
+            Propagator::Datadog,
+            &[
+                ("x-datadog-trace-id", "12379814468735227512"),
+                ("x-datadog-parent-id", "67667974448284343"),
+                ("x-datadog-sampling-priority", "1"),
+                ("x-datadog-tags", "_dd.p.dm=-4,_dd.p.tid=640cfd8d00000000"),
+            ],
+        ),
+    ];
+    for (format, pairs) in cases {
+        let only = Propagators::new(&[format]);
+        let mut headers = incoming();
+        headers.remove("traceparent");
+        headers.remove("tracestate");
+        for (k, v) in pairs {
+            headers.insert(*k, HeaderValue::from_static(v));
+        }
+        let ex = extract(&only, &headers);
+        assert!(
+            ex.trace_id.is_some(),
+            "{format}: the bench request carries it"
+        );
+        c.bench_function(&format!("extract/{format}"), |b| {
+            b.iter(|| black_box(extract(&only, black_box(&headers))))
+        });
+        c.bench_function(&format!("inject/{format}"), |b| {
+            b.iter_batched_ref(
+                || headers.clone(),
+                |h| {
+                    inject(
+                        &only,
+                        h,
+                        &InjectContext {
+                            trace_id: ex.trace_id.unwrap_or_else(TraceId::random),
+                            span_id: filters::trace::SpanId::random(),
+                            sampled: true,
+                            extracted: &ex,
+                        },
+                    )
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        });
+    }
+    // Every format at once, as a proxy configured with all seven runs.
+    let all = Propagators::all();
+    let headers = incoming();
+    let ex = extract(&all, &headers);
+    c.bench_function("inject/all_seven_formats", |b| {
+        b.iter_batched_ref(
+            || headers.clone(),
+            |h| {
+                inject(
+                    &all,
+                    h,
+                    &InjectContext {
+                        trace_id: ex.trace_id.unwrap_or_else(TraceId::random),
+                        span_id: filters::trace::SpanId::random(),
+                        sampled: true,
+                        extracted: &ex,
+                    },
+                )
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+}
+
+/// A format through the OpenTelemetry API (the contrib X-Ray propagator
+/// added as a custom propagator), for comparison with the built-in one.
+fn through_otel_api(c: &mut Criterion) {
+    use filters::trace::propagation::{custom::CustomPropagators, Extracted};
+    let custom = CustomPropagators::default()
+        .with(Arc::new(opentelemetry_aws::trace::XrayPropagator::default()));
+    let mut headers = incoming();
+    headers.remove("traceparent");
+    headers.remove("tracestate");
+    headers.insert(
+        "x-amzn-trace-id",
+        HeaderValue::from_static(
+            "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+        ),
+    );
+    c.bench_function("extract/xray_via_opentelemetry_api", |b| {
+        b.iter(|| {
+            let mut ex = Extracted::default();
+            custom.extract(black_box(&headers), &mut ex);
+            black_box(ex)
+        })
+    });
+    let mut ex = Extracted::default();
+    custom.extract(&headers, &mut ex);
+    c.bench_function("inject/xray_via_opentelemetry_api", |b| {
+        b.iter_batched_ref(
+            || headers.clone(),
+            |h| {
+                custom.inject(
+                    h,
+                    &InjectContext {
+                        trace_id: ex.trace_id.unwrap_or_else(TraceId::random),
+                        span_id: filters::trace::SpanId::random(),
+                        sampled: true,
+                        extracted: &ex,
+                    },
+                )
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
 }
 
 fn propagation(c: &mut Criterion) {
@@ -155,6 +293,6 @@ fn layer(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default();
-    targets = propagation, sampling_and_span, layer
+    targets = propagation, per_format, through_otel_api, sampling_and_span, layer
 }
 criterion_main!(benches);

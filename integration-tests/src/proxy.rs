@@ -17,6 +17,7 @@ pub struct ProxyBuilder {
     outbound: bool,
     env: HashMap<String, String>,
     file: Option<std::path::PathBuf>,
+    extensions: app::Extensions,
 }
 
 /// A running proxy.
@@ -112,6 +113,13 @@ impl ProxyBuilder {
         self
     }
 
+    /// Adds an OpenTelemetry propagator, as a program embedding the proxy
+    /// would.
+    pub fn propagator(mut self, p: filters::trace::propagation::custom::DynPropagator) -> Self {
+        self.extensions.propagators.push(p);
+        self
+    }
+
     /// Starts the proxy on its own thread and runtime.
     pub async fn run(self) -> Proxy {
         let file = parse_yaml(&self.yaml).expect("test config parses");
@@ -127,6 +135,7 @@ impl ProxyBuilder {
             Settings::resolve(overrides, file, self.file, &self.env).expect("test settings");
         let (tx, rx) = oneshot::channel();
         let env = self.env;
+        let extensions = self.extensions;
         let thread = thread::Builder::new()
             .name("proxy".into())
             .spawn(move || {
@@ -136,7 +145,9 @@ impl ProxyBuilder {
                     .build()
                     .unwrap();
                 rt.block_on(async move {
-                    let running = app::start(settings, &env).await.expect("proxy starts");
+                    let running = app::start_with(settings, &env, extensions)
+                        .await
+                        .expect("proxy starts");
                     let trigger = running.trigger();
                     let _ = tx.send((running.inbound, running.outbound, running.admin, trigger));
                     running.wait().await;

@@ -64,10 +64,30 @@ pub struct Running {
     task: JoinHandle<()>,
 }
 
+/// Code a program embedding the proxy adds to it.
+#[derive(Clone, Default)]
+pub struct Extensions {
+    /// OpenTelemetry propagators for formats sidetrace does not build in,
+    /// after the configured ones (kept across reloads).
+    pub propagators: Vec<filters::trace::propagation::custom::DynPropagator>,
+    /// Span hooks, after the built-in and the proxy's own (kept across
+    /// reloads).
+    pub span_hooks: Vec<Arc<dyn filters::trace::hooks::SpanHooks>>,
+}
+
 /// Binds the listeners and starts serving.
 pub async fn start(
     settings: Settings,
     env: &HashMap<String, String>,
+) -> Result<Running, StartError> {
+    start_with(settings, env, Extensions::default()).await
+}
+
+/// [`start`], with `extensions` on both listeners' trace layers.
+pub async fn start_with(
+    settings: Settings,
+    env: &HashMap<String, String>,
+    extensions: Extensions,
 ) -> Result<Running, StartError> {
     let mut settings = settings;
     if let Some(open_files) = crate::config::open_files_limit() {
@@ -261,15 +281,19 @@ pub async fn start(
     );
     // The proxy's own span hooks, after the built-ins (and again on reload):
     // inbound TLS facts on SERVER spans.
-    let proxy_hooks: Vec<Arc<dyn filters::trace::hooks::SpanHooks>> = match &tls {
+    let mut proxy_hooks: Vec<Arc<dyn filters::trace::hooks::SpanHooks>> = match &tls {
         Some(_) => vec![Arc::new(crate::tls::facts::TlsSpanAttributes)],
         None => Vec::new(),
     };
+    proxy_hooks.extend(extensions.span_hooks);
     let trace_settings = Arc::new(
-        proxy_hooks.iter().cloned().fold(
-            TraceSettings::new(&settings.tracing, &settings.routes, trace_metrics.clone())
-                .map_err(|e| ConfigError::invalid(e.field, e.message))?,
-            TraceSettings::with_hook,
+        extensions.propagators.iter().cloned().fold(
+            proxy_hooks.iter().cloned().fold(
+                TraceSettings::new(&settings.tracing, &settings.routes, trace_metrics.clone())
+                    .map_err(|e| ConfigError::invalid(e.field, e.message))?,
+                TraceSettings::with_hook,
+            ),
+            TraceSettings::with_propagator,
         ),
     );
     let client_address: fn(&http::Extensions) -> Option<SocketAddr> =
@@ -441,6 +465,7 @@ pub async fn start(
             reloads("failure"),
         )
         .with_span_hooks(proxy_hooks)
+        .with_propagators(extensions.propagators)
         .rendering_to(state.config_json.clone());
         reload::spawn(Arc::new(reloader), drain.clone());
     }

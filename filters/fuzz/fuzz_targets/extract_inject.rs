@@ -9,7 +9,7 @@ use filters::trace::{
 use http::{header::HeaderName, HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 
-const NAMES: [&str; 10] = [
+const NAMES: [&str; 18] = [
     "traceparent",
     "tracestate",
     "baggage",
@@ -20,6 +20,14 @@ const NAMES: [&str; 10] = [
     "x-b3-flags",
     "x-trace-id",
     "x-request-id",
+    "x-amzn-trace-id",
+    "uber-trace-id",
+    "uberctx-tenant",
+    "x-datadog-trace-id",
+    "x-datadog-parent-id",
+    "x-datadog-sampling-priority",
+    "x-datadog-tags",
+    "x-datadog-origin",
 ];
 
 fuzz_target!(|data: &[u8]| {
@@ -34,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
             headers.append(name, v);
         }
     }
-    let all = Propagators::default();
+    let all = Propagators::all();
     let ex = extract(&all, &headers);
     let trace_id = ex.trace_id.unwrap_or_else(TraceId::random);
     assert!(trace_id.is_valid());

@@ -38,7 +38,9 @@ pub use self::capture::{
 pub struct TracingConfig {
     /// Which requests get a recorded span.
     pub sampler: SamplerConfig,
-    /// Propagation formats, in the order they are tried on extract.
+    /// Propagation formats, in the order they are tried on extract
+    /// (`tracecontext`, `baggage`, `b3`/`b3multi`, `legacy`, `xray`,
+    /// `jaeger`, `datadog`).
     pub propagators: Vec<Propagator>,
     /// Where spans go.
     pub export: ExportConfig,
@@ -196,7 +198,7 @@ impl Default for TracingConfig {
     fn default() -> Self {
         Self {
             sampler: SamplerConfig::default(),
-            propagators: Propagator::ALL.to_vec(),
+            propagators: Propagator::DEFAULT.to_vec(),
             export: ExportConfig::default(),
             capture: CaptureConfig::default(),
             access_log: true,

@@ -12,7 +12,7 @@ pub struct TraceMetrics {
     /// `sidetrace_spans_dropped_total{reason="queue_full"}`.
     pub spans_dropped_queue_full: Counter,
     /// `sidetrace_propagation_errors_total{format}`, by [`Propagator::index`].
-    pub propagation_errors: [Counter; 4],
+    pub propagation_errors: [Counter; Propagator::COUNT],
     /// `sidetrace_sampling_decisions_total{reason,decision}`.
     pub sampling: SamplingCounters,
 }

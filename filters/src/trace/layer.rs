@@ -25,7 +25,7 @@ use super::{
     hooks::{
         CaptureHeaders, DebugPanic, Exceptions, PanicInfo, PanicSource, RouteNaming, SpanHooks,
     },
-    propagation::{self, InjectContext, Propagators},
+    propagation::{self, custom::CustomPropagators, xray, InjectContext, Propagator, Propagators},
     sampler::{Decision, Sampler},
     sink::SpanSink,
     span::{EndAttributes, Host, SpanKind, SpanRecord},
@@ -46,6 +46,7 @@ pub const X_TRACE_ID: header::HeaderName = header::HeaderName::from_static("x-tr
 /// swapped whole on reload.
 pub struct TraceSettings {
     pub(crate) propagators: Propagators,
+    pub(crate) custom: CustomPropagators,
     pub(crate) sampler: Sampler,
     pub(crate) hooks: Vec<Arc<dyn SpanHooks>>,
     pub(crate) metrics: TraceMetrics,
@@ -159,6 +160,7 @@ impl TraceSettings {
         }
         Ok(Self {
             propagators: config.propagators(),
+            custom: CustomPropagators::default(),
             sampler: Sampler::new(&config.sampler, metrics.sampling.clone()),
             hooks,
             metrics,
@@ -169,6 +171,15 @@ impl TraceSettings {
     /// Adds a hook after the built-ins.
     pub fn with_hook(mut self, hook: Arc<dyn SpanHooks>) -> Self {
         self.hooks.push(hook);
+        self
+    }
+
+    /// Adds an OpenTelemetry propagator for a format sidetrace does not
+    /// build in: read after the configured formats when none of them found
+    /// a trace id, written after them (see
+    /// [`propagation::custom`](super::propagation::custom)).
+    pub fn with_propagator(mut self, propagator: propagation::custom::DynPropagator) -> Self {
+        self.custom = self.custom.with(propagator);
         self
     }
 }
@@ -252,11 +263,22 @@ where
     fn call(&mut self, mut req: Request) -> Self::Future {
         let settings = self.shared.settings.load_full();
         let options = &self.shared.options;
-        let extracted = propagation::extract(&settings.propagators, req.headers());
+        let mut extracted = propagation::extract(&settings.propagators, req.headers());
         for format in extracted.errors.iter() {
             settings.metrics.propagation_errors[format.index()].increment(1);
         }
-        let trace_id = extracted.trace_id.unwrap_or_else(TraceId::random);
+        if extracted.trace_id.is_none() && !settings.custom.is_empty() {
+            settings.custom.extract(req.headers(), &mut extracted);
+        }
+        let trace_id = extracted.trace_id.unwrap_or_else(|| {
+            // The X-Ray backend refuses ids that do not start with a recent
+            // epoch second; every other backend takes those too.
+            if settings.propagators.contains(Propagator::XRay) {
+                xray::new_trace_id()
+            } else {
+                TraceId::random()
+            }
+        });
         let mut record = SpanRecord::start(options.kind, trace_id, req.method().clone());
         record.parent_span_id = extracted.parent_span_id;
         record.tracestate = extracted.tracestate.clone();
@@ -334,16 +356,22 @@ where
             };
         }
 
-        inflight.trace_header = propagation::inject(
-            &inflight.settings.propagators,
-            req.headers_mut(),
-            &InjectContext {
-                trace_id,
-                span_id: inflight.record.span_id,
-                sampled: decision.sampled,
-                extracted: &extracted,
-            },
-        );
+        let inject = InjectContext {
+            trace_id,
+            span_id: inflight.record.span_id,
+            sampled: decision.sampled,
+            extracted: &extracted,
+        };
+        inflight.trace_header =
+            propagation::inject(&inflight.settings.propagators, req.headers_mut(), &inject);
+        let rejected = inflight.settings.custom.inject(req.headers_mut(), &inject);
+        if rejected > 0 {
+            tracing::debug!(
+                target: "sidetrace::trace",
+                rejected,
+                "an added propagator wrote fields that are not valid headers; skipped"
+            );
+        }
 
         let grpc = inflight.record.grpc;
         let _enter = log_span.enter();

@@ -51,6 +51,7 @@ pub mod context;
 mod counters;
 pub mod hooks;
 mod layer;
+pub mod otel;
 pub mod propagation;
 pub mod sampler;
 mod sink;

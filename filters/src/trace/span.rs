@@ -304,13 +304,18 @@ impl SpanRecord {
                 None => None,
             },
         };
-        self.status_code = match (self.kind, self.failure.map(|f| f.category)) {
+        let status = match (self.kind, self.failure.map(|f| f.category)) {
             (SpanKind::Server, Some(FailureCategory::Network | FailureCategory::Internal)) => {
                 SpanStatus::Error
             }
             (SpanKind::Client, Some(_)) => SpanStatus::Error,
             _ => SpanStatus::Unset,
         };
+        // A status a hook set before the end stands: its Error is not
+        // cleared by a clean end, and its Ok is final (`otel::set_status`).
+        if self.status_code == SpanStatus::Unset && !self.status_is_ok() {
+            self.status_code = status;
+        }
     }
 
     /// The span's duration (zero until finished).

@@ -9,6 +9,7 @@ mod hostile;
 mod http;
 mod metrics_text;
 mod outbound;
+mod propagation_formats;
 mod reload;
 mod tls;
 mod tracing_common;

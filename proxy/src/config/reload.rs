@@ -12,7 +12,10 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
 use filters::{
     registry::build_chain,
-    trace::{hooks::SpanHooks, TraceLayer, TraceMetrics, TraceSettings},
+    trace::{
+        hooks::SpanHooks, propagation::custom::DynPropagator, TraceLayer, TraceMetrics,
+        TraceSettings,
+    },
 };
 use metrics::Counter;
 use tower::util::BoxCloneSyncService;
@@ -28,6 +31,8 @@ pub struct Reloader {
     tracing: TraceReload,
     /// The proxy's own span hooks, added after the built-ins again.
     span_hooks: Vec<Arc<dyn SpanHooks>>,
+    /// Propagators an embedding program added, added again.
+    propagators: Vec<DynPropagator>,
     succeeded: Counter,
     failed: Counter,
     config_view: Option<Arc<ConfigView>>,
@@ -61,6 +66,7 @@ impl Reloader {
             chains,
             tracing,
             span_hooks: Vec::new(),
+            propagators: Vec::new(),
             succeeded,
             failed,
             config_view: None,
@@ -78,6 +84,13 @@ impl Reloader {
     /// at start.
     pub fn with_span_hooks(mut self, hooks: Vec<Arc<dyn SpanHooks>>) -> Self {
         self.span_hooks = hooks;
+        self
+    }
+
+    /// Adds `propagators` after the configured formats of every rebuilt
+    /// trace setting, as at start.
+    pub fn with_propagators(mut self, propagators: Vec<DynPropagator>) -> Self {
+        self.propagators = propagators;
         self
     }
 
@@ -117,11 +130,16 @@ impl Reloader {
         let trace_settings =
             TraceSettings::new(&tracing, &current.routes, self.tracing.metrics.clone())
                 .map_err(|e| ConfigError::invalid(e.field, e.message).in_file(&self.path))?;
+        let trace_settings = self
+            .span_hooks
+            .iter()
+            .cloned()
+            .fold(trace_settings, TraceSettings::with_hook);
         let trace_settings = Arc::new(
-            self.span_hooks
+            self.propagators
                 .iter()
                 .cloned()
-                .fold(trace_settings, TraceSettings::with_hook),
+                .fold(trace_settings, TraceSettings::with_propagator),
         );
         for ((chain, _), service) in self.chains.iter().zip(rebuilt) {
             chain.swap(service);

@@ -56,9 +56,20 @@ fn is_token(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// The `(key, value)` pairs of a baggage list, trimmed, properties left
+/// out; members without `=` are skipped.
+pub(super) fn members(v: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    v.split(|&b| b == b',').filter_map(|member| {
+        let kv = member.split(|&b| b == b';').next().unwrap_or_default();
+        let eq = kv.iter().position(|&b| b == b'=')?;
+        let key = trim(&kv[..eq]);
+        (!key.is_empty()).then(|| (key, trim(&kv[eq + 1..])))
+    })
+}
+
 /// W3C `baggage-octet` (printable ASCII less `"`, `,`, `;`, `\`, space),
 /// plus `%` escapes which are octets themselves.
-fn is_value_char(b: u8) -> bool {
+pub(super) fn is_value_char(b: u8) -> bool {
     matches!(b, 0x21 | 0x23..=0x2b | 0x2d..=0x3a | 0x3c..=0x5b | 0x5d..=0x7e)
 }
 

@@ -1,15 +1,16 @@
 //! Context propagation: read the caller's trace context from request headers
 //! and write the proxy's own into the upstream request.
 //!
-//! Formats are tried in the configured order (`tracecontext`, `baggage`,
-//! `b3`, `legacy`); the first one that yields a trace id wins. A malformed
-//! header is ignored (a fresh trace starts) and reported in
-//! [`Extracted::errors`] so the caller counts
-//! `sidetrace_propagation_errors_total{format}`; parsing never panics.
+//! Formats are tried in the configured order (by default `tracecontext`,
+//! `baggage`, `b3`, `legacy`; `xray`, `jaeger` and `datadog` when listed);
+//! the first one that yields a trace id wins. A malformed header is ignored
+//! (a fresh trace starts) and reported in [`Extracted::errors`] so the caller
+//! counts `sidetrace_propagation_errors_total{format}`; parsing never panics.
 //!
 //! Ids are byte arrays parsed straight from header bytes, and header values
 //! are kept as the [`HeaderValue`]s they arrived in (a refcount, not a copy):
-//! no per-request `String` or map.
+//! no per-request `String` or map. Formats sidetrace does not build in come
+//! through the OpenTelemetry API instead ([`custom`]), off this byte path.
 //!
 //! ```
 //! use filters::trace::propagation::{extract, inject, Propagators, InjectContext};
@@ -37,15 +38,20 @@
 
 pub mod b3;
 pub mod baggage;
+pub mod custom;
+pub mod datadog;
+mod encoded;
+pub mod jaeger;
 pub mod legacy;
 pub mod w3c;
+pub mod xray;
 
 use std::fmt;
 
-use bytes::{Bytes, BytesMut};
 use http::{header::HeaderName, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 
+pub(crate) use self::encoded::Encoded;
 use super::context::{SpanId, TraceId};
 
 /// One propagation format.
@@ -57,17 +63,29 @@ pub enum Propagator {
     TraceContext,
     /// W3C `baggage`, kept verbatim.
     Baggage,
-    /// Zipkin B3, single `b3` header or multi `x-b3-*` headers.
+    /// Zipkin B3, single `b3` header or multi `x-b3-*` headers (`b3multi`
+    /// is accepted as another name for it).
+    #[serde(alias = "b3multi")]
     B3,
     /// `x-trace-id` / `x-request-id`.
     Legacy,
+    /// AWS X-Ray `X-Amzn-Trace-Id`, as load balancers and X-Ray SDKs send it.
+    #[serde(rename = "xray")]
+    XRay,
+    /// Jaeger `uber-trace-id` (and `uberctx-*` baggage).
+    Jaeger,
+    /// Datadog `x-datadog-trace-id`, `x-datadog-parent-id`,
+    /// `x-datadog-sampling-priority` (and `x-datadog-tags`).
+    Datadog,
 }
 
 /// The configured formats, in order; `Copy`, so a layer clones it for free.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Propagators {
-    order: [Propagator; 4],
+    order: [Propagator; Propagator::COUNT],
     len: u8,
+    /// The same formats as a bit set, for [`contains`](Self::contains).
+    mask: u8,
 }
 
 /// Formats whose headers were present but malformed, as a small bit set.
@@ -92,6 +110,15 @@ pub struct Extracted {
     /// An `x-request-id` that is not an id: recorded as the attribute
     /// `http.request.header.x-request-id`.
     pub request_id: Option<HeaderValue>,
+    /// The X-Ray fields other than `Root`, `Parent` and `Sampled` (`Self`,
+    /// `Lineage`, ...), `;`-joined, when X-Ray supplied the context: they go
+    /// back out in the rewritten header.
+    pub xray_extra: Option<HeaderValue>,
+    /// `x-datadog-sampling-priority` as it came, when Datadog supplied the
+    /// context: passed on unchanged while the decision agrees with it.
+    pub datadog_priority: Option<HeaderValue>,
+    /// `x-datadog-tags` as it came (valid), when Datadog supplied the context.
+    pub datadog_tags: Option<HeaderValue>,
     /// Formats whose headers were present but malformed.
     pub errors: PropagationErrors,
 }
@@ -135,6 +162,19 @@ pub mod headers {
     pub const X_TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
     /// Request id.
     pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    /// AWS X-Ray.
+    pub const X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
+    /// Jaeger.
+    pub const UBER_TRACE_ID: HeaderName = HeaderName::from_static("uber-trace-id");
+    /// Datadog: the low 64 bits of the trace id, in decimal.
+    pub const X_DATADOG_TRACE_ID: HeaderName = HeaderName::from_static("x-datadog-trace-id");
+    /// Datadog: the caller's span id, in decimal.
+    pub const X_DATADOG_PARENT_ID: HeaderName = HeaderName::from_static("x-datadog-parent-id");
+    /// Datadog: the sampling priority (`-1`, `0`, `1`, `2`).
+    pub const X_DATADOG_SAMPLING_PRIORITY: HeaderName =
+        HeaderName::from_static("x-datadog-sampling-priority");
+    /// Datadog: propagated tags, among them `_dd.p.tid` (the high 64 bits).
+    pub const X_DATADOG_TAGS: HeaderName = HeaderName::from_static("x-datadog-tags");
 }
 
 // === impl Propagator ===
@@ -147,19 +187,34 @@ impl Propagator {
             Self::Baggage => "baggage",
             Self::B3 => "b3",
             Self::Legacy => "legacy",
+            Self::XRay => "xray",
+            Self::Jaeger => "jaeger",
+            Self::Datadog => "datadog",
         }
     }
 
-    /// All formats, in the default order.
-    pub const ALL: [Self; 4] = [Self::TraceContext, Self::Baggage, Self::B3, Self::Legacy];
+    /// How many formats there are.
+    pub const COUNT: usize = 7;
+
+    /// Every format, in index order (per-format counters are registered for
+    /// all of them).
+    pub const ALL: [Self; Self::COUNT] = [
+        Self::TraceContext,
+        Self::Baggage,
+        Self::B3,
+        Self::Legacy,
+        Self::XRay,
+        Self::Jaeger,
+        Self::Datadog,
+    ];
+
+    /// The formats configured when `tracing.propagators` is not set. X-Ray,
+    /// Jaeger and Datadog are opt-in: each adds headers to every upstream
+    /// request.
+    pub const DEFAULT: [Self; 4] = [Self::TraceContext, Self::Baggage, Self::B3, Self::Legacy];
 
     const fn bit(self) -> u8 {
-        match self {
-            Self::TraceContext => 1,
-            Self::Baggage => 2,
-            Self::B3 => 4,
-            Self::Legacy => 8,
-        }
+        1 << self.index()
     }
 
     /// Index into per-format arrays (counters).
@@ -169,7 +224,26 @@ impl Propagator {
             Self::Baggage => 1,
             Self::B3 => 2,
             Self::Legacy => 3,
+            Self::XRay => 4,
+            Self::Jaeger => 5,
+            Self::Datadog => 6,
         }
+    }
+
+    /// The format an `OTEL_PROPAGATORS` name stands for, by the names of the
+    /// OpenTelemetry specification and contrib (`b3multi` is B3 too);
+    /// `None` for a name sidetrace does not build in.
+    pub fn from_otel_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "tracecontext" => Self::TraceContext,
+            "baggage" => Self::Baggage,
+            "b3" | "b3multi" => Self::B3,
+            "legacy" => Self::Legacy,
+            "xray" => Self::XRay,
+            "jaeger" => Self::Jaeger,
+            "datadog" => Self::Datadog,
+            _ => return None,
+        })
     }
 }
 
@@ -186,6 +260,7 @@ impl Propagators {
     pub const NONE: Self = Self {
         order: Propagator::ALL,
         len: 0,
+        mask: 0,
     };
 
     /// The given formats in order; a repeated format is kept once.
@@ -195,24 +270,33 @@ impl Propagators {
             if !out.contains(p) && usize::from(out.len) < out.order.len() {
                 out.order[usize::from(out.len)] = p;
                 out.len += 1;
+                out.mask |= p.bit();
             }
         }
         out
     }
 
-    /// Parses `OTEL_PROPAGATORS` (`tracecontext,baggage,b3,b3multi,none`).
-    /// Formats sidetrace does not speak (`jaeger`, `xray`, `ottrace`) are
-    /// an error naming them.
+    /// Every format, in the order of [`Propagator::ALL`].
+    pub fn all() -> Self {
+        Self::new(&Propagator::ALL)
+    }
+
+    /// Parses `OTEL_PROPAGATORS` (`tracecontext,baggage,b3,b3multi,xray,
+    /// jaeger,datadog,legacy,none`). A format sidetrace does not build in
+    /// (`ottrace`, ...) is an error naming it: it can be added through the
+    /// OpenTelemetry API ([`custom`]).
     pub fn from_otel_env(value: &str) -> Result<Self, String> {
         let mut list = Vec::new();
         for name in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            match name {
-                "tracecontext" => list.push(Propagator::TraceContext),
-                "baggage" => list.push(Propagator::Baggage),
-                "b3" | "b3multi" => list.push(Propagator::B3),
-                "legacy" => list.push(Propagator::Legacy),
-                "none" => {}
-                other => return Err(format!("unsupported propagator {other:?}")),
+            match Propagator::from_otel_name(name) {
+                Some(p) => list.push(p),
+                None if name == "none" => {}
+                None => {
+                    return Err(format!(
+                        "unsupported propagator {name:?} (built in: tracecontext, baggage, \
+                         b3, b3multi, xray, jaeger, datadog, legacy, none)"
+                    ))
+                }
             }
         }
         Ok(Self::new(&list))
@@ -225,13 +309,13 @@ impl Propagators {
 
     /// Whether `p` is configured.
     pub fn contains(&self, p: Propagator) -> bool {
-        self.iter().any(|q| q == p)
+        self.mask & p.bit() != 0
     }
 }
 
 impl Default for Propagators {
     fn default() -> Self {
-        Self::new(&Propagator::ALL)
+        Self::new(&Propagator::DEFAULT)
     }
 }
 
@@ -287,7 +371,25 @@ pub fn extract(propagators: &Propagators, headers: &HeaderMap) -> Extracted {
             }
             // Legacy always runs so that a non-id x-request-id is recorded.
             Propagator::Legacy => legacy::extract(headers, &mut out),
+            Propagator::XRay => {
+                if out.trace_id.is_none() {
+                    xray::extract(headers, &mut out);
+                }
+            }
+            Propagator::Jaeger => {
+                if out.trace_id.is_none() {
+                    jaeger::extract(headers, &mut out);
+                }
+            }
+            Propagator::Datadog => {
+                if out.trace_id.is_none() {
+                    datadog::extract(headers, &mut out);
+                }
+            }
         }
+    }
+    if propagators.contains(Propagator::Jaeger) && propagators.contains(Propagator::Baggage) {
+        jaeger::merge_baggage(headers, &mut out);
     }
     out
 }
@@ -297,68 +399,31 @@ pub fn extract(propagators: &Propagators, headers: &HeaderMap) -> Extracted {
 /// `x-request-id` when absent.
 ///
 /// Returns the trace id as a header value (32 hex digits) for the
-/// `x-trace-id` response header. The ids are hex-encoded once into one
-/// shared buffer that every written header slices (a refcount each), so the
-/// W3C, B3 and legacy headers together cost one allocation.
+/// `x-trace-id` response header. Every header value is encoded once into one
+/// shared buffer that the written headers slice (a refcount each), so the
+/// W3C, B3, X-Ray, Jaeger, Datadog and legacy headers together cost one
+/// allocation.
 pub fn inject(
     propagators: &Propagators,
     headers: &mut HeaderMap,
     cx: &InjectContext<'_>,
 ) -> HeaderValue {
-    let encoded = Encoded::new(cx);
+    let encoded = Encoded::new(propagators, cx);
     for p in propagators.iter() {
         match p {
             Propagator::TraceContext => w3c::inject(headers, cx, &encoded),
             Propagator::Baggage => baggage::inject(headers, cx),
             Propagator::B3 => b3::inject(headers, cx, &encoded),
             Propagator::Legacy => legacy::inject(headers, &encoded),
+            Propagator::XRay => xray::inject(headers, &encoded),
+            Propagator::Jaeger => jaeger::inject(headers, cx, &encoded),
+            Propagator::Datadog => datadog::inject(headers, cx, &encoded),
         }
     }
     if !headers.contains_key(headers::X_REQUEST_ID) {
         headers.insert(headers::X_REQUEST_ID, header_value(&cx.trace_id.to_uuid()));
     }
     encoded.trace_hex()
-}
-
-/// `traceparent` of the proxy span, encoded once; the other formats' ids
-/// are slices of it.
-pub(crate) struct Encoded {
-    traceparent: Bytes,
-}
-
-impl Encoded {
-    fn new(cx: &InjectContext<'_>) -> Self {
-        let mut buf = BytesMut::with_capacity(55);
-        buf.extend_from_slice(b"00-");
-        buf.extend_from_slice(&cx.trace_id.to_hex());
-        buf.extend_from_slice(b"-");
-        buf.extend_from_slice(&cx.span_id.to_hex());
-        buf.extend_from_slice(if cx.sampled { b"-01" } else { b"-00" });
-        Self {
-            traceparent: buf.freeze(),
-        }
-    }
-
-    /// `00-<trace>-<span>-<flags>`.
-    pub(crate) fn traceparent(&self) -> HeaderValue {
-        shared(self.traceparent.clone())
-    }
-
-    /// The trace id, 32 hex digits.
-    pub(crate) fn trace_hex(&self) -> HeaderValue {
-        shared(self.traceparent.slice(3..35))
-    }
-
-    /// The span id, 16 hex digits.
-    pub(crate) fn span_hex(&self) -> HeaderValue {
-        shared(self.traceparent.slice(36..52))
-    }
-}
-
-/// A header value over bytes we produced (hex digits and dashes, always
-/// valid), without copying them.
-fn shared(bytes: Bytes) -> HeaderValue {
-    HeaderValue::from_maybe_shared(bytes).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// A header value from bytes we produced (hex digits and dashes). Every

@@ -273,7 +273,18 @@ fn otel_propagators_env() {
         Propagators::from_otel_env("none").unwrap(),
         Propagators::NONE
     );
-    assert!(Propagators::from_otel_env("jaeger").is_err());
+    let legacy = Propagators::from_otel_env("xray,jaeger,datadog,tracecontext").unwrap();
+    assert_eq!(
+        legacy.iter().collect::<Vec<_>>(),
+        vec![
+            Propagator::XRay,
+            Propagator::Jaeger,
+            Propagator::Datadog,
+            Propagator::TraceContext
+        ]
+    );
+    let err = Propagators::from_otel_env("tracecontext,ottrace").unwrap_err();
+    assert!(err.contains("\"ottrace\""), "{err}");
     let dup = Propagators::new(&[Propagator::B3, Propagator::B3]);
     assert_eq!(dup.iter().count(), 1);
 }
@@ -295,6 +306,9 @@ fn garbage_never_panics() {
         let _ = b3::parse_multi(Some(s), Some(s), Some(s), Some(s));
         let _ = legacy::parse_id(s);
         let _ = baggage::valid_baggage(s);
+        let _ = xray::parse(s);
+        let _ = jaeger::parse(s);
+        let _ = datadog::parse(s, Some(s), Some(s), Some(s));
         if let Ok(v) = HeaderValue::from_bytes(s) {
             let mut h = HeaderMap::new();
             for name in [
@@ -304,11 +318,19 @@ fn garbage_never_panics() {
                 "x-b3-traceid",
                 "baggage",
                 "x-trace-id",
+                "x-amzn-trace-id",
+                "uber-trace-id",
+                "uberctx-k",
+                "x-datadog-trace-id",
+                "x-datadog-tags",
             ] {
                 h.insert(name, v.clone());
             }
-            let ex = extract(&Propagators::default(), &h);
+            let ex = extract(&Propagators::all(), &h);
             assert!(ex.trace_id.is_none_or(|t| t.is_valid()));
         }
     }
 }
+
+mod contrib;
+mod formats;
