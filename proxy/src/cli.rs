@@ -19,7 +19,7 @@ pub struct Cli {
         default_value = "json"
     )]
     pub log_format: LogFormat,
-    /// Log level or filter (`info`, `sidetrace=debug`); `RUST_LOG` also works.
+    /// Log level or filter (`info`, `sidetrace=debug`) [default: `RUST_LOG` when set, else info].
     #[arg(long, global = true, env = "SIDETRACE_LOG_LEVEL")]
     pub log_level: Option<String>,
 }
@@ -51,8 +51,8 @@ pub enum Command {
 /// `sidetrace run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// YAML config file.
-    #[arg(long, short, env = "SIDETRACE_CONFIG")]
+    /// YAML config file (`-f`, as in "file": `bench` has `-c` for connections, as wrk and h2load do).
+    #[arg(long, short = 'f', env = "SIDETRACE_CONFIG")]
     pub config: Option<PathBuf>,
     /// Inbound listen address [default: 0.0.0.0:15080].
     #[arg(long, env = "SIDETRACE_INBOUND")]

@@ -1,5 +1,7 @@
 //! Log setup: JSON lines on stdout by default, `--log-format text` for humans.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::cli::LogFormat;
@@ -12,7 +14,11 @@ pub fn init(format: LogFormat, level: Option<&str>) -> Result<(), String> {
         }
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    // Colour only for a person at a terminal, never into a file or a pipe.
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .with_ansi(std::io::stdout().is_terminal());
     let result = match format {
         LogFormat::Json => builder
             .json()

@@ -202,6 +202,30 @@ async fn slow_responses_are_timeouts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duration_run_says_when_requests_in_flight_outlast_it() {
+    // 700 ms responses on 2 connections: at the 1 s deadline the second pair
+    // is in flight and ends 0.4 s later.
+    let echo = Echo::start().await;
+    let mut c = config(&echo.url("/?delay_ms=700"));
+    c.connections = 2;
+    c.length = Length::Duration(Duration::from_secs(1));
+    let r = bench(c).await;
+    assert_eq!(r.planned_s, Some(1.0));
+    assert!(r.duration_s > 1.0, "{}", r.duration_s);
+    assert!(r.late_requests >= 1, "{}", r.late_requests);
+    assert_eq!(r.responses(), r.requests, "in-flight requests are counted");
+    let text = r.table();
+    assert!(text.contains("past the 1.00s asked for"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{} requests in flight at the deadline",
+            r.late_requests
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_connections_are_resets() {
     // Accepts, reads the request, and hangs up without answering.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

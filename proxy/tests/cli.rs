@@ -408,3 +408,44 @@ fn without_files_checks_a_config_rendered_for_another_machine() {
         String::from_utf8_lossy(&alone.stderr)
     );
 }
+
+#[test]
+fn text_logs_into_a_pipe_have_no_colour_codes() {
+    let inbound: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let proxy = Command::new(BIN)
+        .args([
+            "--log-format",
+            "text",
+            "run",
+            "--inbound",
+            &inbound.to_string(),
+        ])
+        .args([
+            "--admin",
+            &admin.to_string(),
+            "--upstream",
+            "http://127.0.0.1:9",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_port(inbound);
+    // A request to a dead app logs a warning or error line too.
+    let mut conn = TcpStream::connect(inbound).unwrap();
+    conn.set_read_timeout(Some(PATIENCE)).unwrap();
+    conn.write_all(b"GET / HTTP/1.1\r\nhost: app\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    let _ = conn.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 502"), "{response}");
+    let kill = Command::new("kill")
+        .args(["-TERM", &proxy.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = proxy.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains("INFO"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in a pipe: {log:?}");
+}

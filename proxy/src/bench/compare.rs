@@ -86,6 +86,10 @@ pub async fn compare(
             rps[side] = r;
             total.stats.merge(&out.stats);
             total.elapsed += out.elapsed;
+            total.planned = match (total.planned, out.planned) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            };
         }
         per_round.push(Round {
             direct_rps: rps[0],
@@ -122,6 +126,7 @@ fn empty() -> RunOutput {
     RunOutput {
         stats: Stats::new(),
         elapsed: tokio::time::Duration::ZERO,
+        planned: None,
     }
 }
 

@@ -28,6 +28,9 @@ pub(super) struct RunOutput {
     pub(super) stats: Stats,
     /// From the end of warm-up to the last recorded completion.
     pub(super) elapsed: Duration,
+    /// How long a `--duration` run sends for; requests in flight then run to
+    /// their end (their whole latency counts), so `elapsed` can be longer.
+    pub(super) planned: Option<Duration>,
 }
 
 /// Runs the load `config` describes and merges what the connections recorded.
@@ -72,6 +75,7 @@ pub(super) async fn run(config: &BenchConfig) -> Result<RunOutput, BenchError> {
     Ok(RunOutput {
         stats,
         elapsed: end - measure_start,
+        planned: schedule.end().map(|planned| planned - measure_start),
     })
 }
 
@@ -233,6 +237,9 @@ impl Connection {
                 _ => self.target.body_len(),
             };
             let error = self.stats.record(outcome, done - origin, done, sent);
+            if self.schedule.end().is_some_and(|end| done > end) {
+                self.stats.late += 1;
+            }
             self.live.add(error);
         }
     }

@@ -72,8 +72,14 @@ pub struct Report {
     pub connections: usize,
     /// In-flight requests per connection.
     pub streams: usize,
-    /// Measured seconds (warm-up excluded).
+    /// Measured seconds (warm-up excluded), until the last response.
     pub duration_s: f64,
+    /// With `--duration`: seconds of sending, after which requests still in
+    /// flight ran to their end.
+    pub planned_s: Option<f64>,
+    /// Requests in flight at the end of `--duration` that completed after it
+    /// (counted, with their whole latency).
+    pub late_requests: u64,
     /// Requests measured, failed ones included.
     pub requests: u64,
     /// Requests that got a 1xx–3xx response (and `grpc-status: 0` for gRPC).
@@ -138,6 +144,8 @@ impl Report {
             connections: config.connections,
             streams: config.per_connection(),
             duration_s: secs,
+            planned_s: out.planned.map(|d| d.as_secs_f64()),
+            late_requests: s.late,
             requests: s.requests,
             succeeded: s.requests - failed,
             failed,
@@ -210,6 +218,15 @@ impl Report {
             "  requests    {} in {:.2}s: {} ok, {} failed",
             self.requests, self.duration_s, self.succeeded, self.failed
         );
+        if let Some(planned) = self.planned_s.filter(|p| self.duration_s > p + 0.05) {
+            // Never silently longer than asked: say how much and why.
+            let _ = writeln!(
+                t,
+                "              {:.2}s past the {planned:.2}s asked for: {} requests in flight at the deadline ran to their end (counted, with their whole latency)",
+                self.duration_s - planned,
+                self.late_requests
+            );
+        }
         let _ = writeln!(t, "  throughput  {:.1} req/s", self.throughput_rps);
         let _ = writeln!(
             t,

@@ -58,6 +58,11 @@ impl Schedule {
         self.measure_start
     }
 
+    /// When a `--duration` run stops sending new requests.
+    pub(super) fn end(&self) -> Option<Instant> {
+        self.end
+    }
+
     /// The next ticket, or `None` when the run is over. `now` is the caller's clock.
     pub(super) fn next(&self, now: Instant) -> Option<Ticket> {
         match self.rate {

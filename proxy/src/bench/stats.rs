@@ -98,6 +98,9 @@ pub(super) struct Stats {
     pub(super) sent: u64,
     pub(super) received: u64,
     pub(super) last: Option<Instant>,
+    /// Requests that were in flight when a `--duration` run stopped sending
+    /// and completed after it.
+    pub(super) late: u64,
 }
 
 impl Stats {
@@ -112,6 +115,7 @@ impl Stats {
             sent: 0,
             received: 0,
             last: None,
+            late: 0,
         }
     }
 
@@ -169,6 +173,7 @@ impl Stats {
         self.requests += other.requests;
         self.sent += other.sent;
         self.received += other.received;
+        self.late += other.late;
         self.last = match (self.last, other.last) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
