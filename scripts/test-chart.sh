@@ -4,7 +4,9 @@
 # Installs what the tests need on a fresh Debian machine, idempotently (fast when present):
 #   apt:  prometheus (promtool, prometheus), prometheus-alertmanager (amtool), nodejs + npm
 #   pip:  charts/sidetrace/tests/requirements.txt into a venv under the cache directory
-#   npm:  @kubernetes-models/prometheus-operator (validators compiled from the CRD schemas)
+#   apt:  openssl (certificates for the webhook test)
+#   npm:  @kubernetes-models/prometheus-operator and @kubernetes-models/cert-manager (validators
+#         compiled from the CRD schemas)
 # then runs the pytest suite in charts/sidetrace/tests. The live test scrapes a running
 # sidetrace: it uses SIDETRACE_BIN (default target/debug/sidetrace, built by scripts/test.sh) and
 # fails under CI=true when the binary is missing.
@@ -16,7 +18,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${SIDETRACE_CHART_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sidetrace-chart}"
 REQS="$ROOT/charts/sidetrace/tests/requirements.txt"
-NPM_PKG="@kubernetes-models/prometheus-operator@6.0.0"
+NPM_PKGS="@kubernetes-models/prometheus-operator@6.0.0 @kubernetes-models/cert-manager@6.0.0"
 mkdir -p "$CACHE"
 
 log() { printf '[test-chart] %s\n' "$*" >&2; }
@@ -28,6 +30,7 @@ command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if ((${#missing[@]})); then
   log "installing ${missing[*]} with apt-get"
   if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
@@ -53,14 +56,15 @@ if [[ ! -x "$VENV/bin/python" || "$(cat "$VENV/.stamp" 2>/dev/null)" != "$stamp"
   echo "$stamp" >"$VENV/.stamp"
 fi
 
-# --- npm validators of the prometheus-operator CRDs ------------------------------------------
+# --- npm validators of the prometheus-operator and cert-manager CRDs ----------------------
 NODE_DIR="$CACHE/node"
-if [[ "$(cat "$NODE_DIR/.stamp" 2>/dev/null)" != "$NPM_PKG" ]]; then
-  log "installing $NPM_PKG"
+if [[ "$(cat "$NODE_DIR/.stamp" 2>/dev/null)" != "$NPM_PKGS" ]]; then
+  log "installing $NPM_PKGS"
   rm -rf "$NODE_DIR"
   mkdir -p "$NODE_DIR"
-  npm install --prefix "$NODE_DIR" --no-audit --no-fund --loglevel=error "$NPM_PKG" >/dev/null
-  echo "$NPM_PKG" >"$NODE_DIR/.stamp"
+  # shellcheck disable=SC2086  # one word per package
+  npm install --prefix "$NODE_DIR" --no-audit --no-fund --loglevel=error $NPM_PKGS >/dev/null
+  echo "$NPM_PKGS" >"$NODE_DIR/.stamp"
 fi
 
 # --- tests ----------------------------------------------------------------------------------

@@ -46,6 +46,10 @@ pub enum Command {
     CheckConfig(CheckConfigArgs),
     /// Load-test a URL, or compare a service with and without the proxy.
     Bench(crate::bench::BenchArgs),
+    /// Add the sidecar to the pod templates of Kubernetes manifests (or take it out).
+    Inject(InjectArgs),
+    /// Run the mutating admission webhook that injects the sidecar into new pods.
+    Webhook(WebhookArgs),
 }
 
 /// `sidetrace run`.
@@ -108,4 +112,60 @@ pub struct CheckConfigArgs {
     /// names (for a config rendered for another machine, e.g. a pod).
     #[arg(long)]
     pub without_files: bool,
+}
+
+/// `sidetrace inject`.
+#[derive(Debug, Args)]
+pub struct InjectArgs {
+    /// Manifests: YAML (multi-document) or JSON; `-` or nothing reads stdin.
+    pub file: Option<PathBuf>,
+    /// How the proxy joins each pod (a pod's `sidetrace.io/mode` annotation wins).
+    #[arg(long, value_enum, default_value = "native")]
+    pub mode: crate::inject::Mode,
+    /// The app's port in every pod [default: the pod's `sidetrace.io/app-port`
+    /// annotation, else its only container port].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub app_port: Option<u16>,
+    /// Values files of the sidetrace chart, merged over its defaults as `helm -f` does.
+    #[arg(long = "values", short = 'f')]
+    pub values: Vec<PathBuf>,
+    /// The chart's release name, which names the config ConfigMap (`<release>-sidetrace-config`).
+    #[arg(long, default_value = "sidetrace")]
+    pub release: String,
+    /// Remove the sidecar instead.
+    #[arg(long)]
+    pub uninject: bool,
+}
+
+/// `sidetrace webhook`.
+#[derive(Debug, Args)]
+pub struct WebhookArgs {
+    /// HTTPS listen address.
+    #[arg(long, env = "SIDETRACE_WEBHOOK_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// PEM certificate chain; reloaded when it changes.
+    #[arg(long, env = "SIDETRACE_WEBHOOK_CERT")]
+    pub cert: PathBuf,
+    /// PEM private key; reloaded when it changes.
+    #[arg(long, env = "SIDETRACE_WEBHOOK_KEY")]
+    pub key: PathBuf,
+    /// Values files of the sidetrace chart, merged over its defaults.
+    #[arg(
+        long = "values",
+        short = 'f',
+        env = "SIDETRACE_WEBHOOK_VALUES",
+        value_delimiter = ','
+    )]
+    pub values: Vec<PathBuf>,
+    /// The chart's release name, which names the config ConfigMap.
+    #[arg(long, env = "SIDETRACE_WEBHOOK_RELEASE", default_value = "sidetrace")]
+    pub release: String,
+    /// How the proxy joins each pod (a pod's `sidetrace.io/mode` annotation wins).
+    #[arg(
+        long,
+        value_enum,
+        env = "SIDETRACE_WEBHOOK_MODE",
+        default_value = "native"
+    )]
+    pub mode: crate::inject::Mode,
 }

@@ -39,6 +39,10 @@ fn main() -> ExitCode {
         },
         Command::CheckConfig(args) => check_config(&args.file, args.without_files, &env),
         Command::Bench(args) => runtime.block_on(sidetrace::bench::run(args)),
+        Command::Inject(args) => sidetrace::inject::run(args),
+        Command::Webhook(args) => {
+            runtime.block_on(sidetrace::webhook::run(args, wait_for_signal()))
+        }
     }
 }
 

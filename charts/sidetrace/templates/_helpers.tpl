@@ -122,130 +122,26 @@ environment, upstream protocol, TLS file paths). Only the keys of docs/config.md
 {{- join "," $attrs -}}
 {{- end }}
 
-{{/* The proxy container, without the leading "- ". .native adds restartPolicy: Always
-(Kubernetes native sidecar, an init container that keeps running). */}}
+{{/* The dot of the shared sidecar definition (templates/_sidecar.tpl), as JSON (read it back with
+fromJson): what that file documents, from the values the way the chart computes them. Takes the
+context dict; .native true for the native-sidecar form. */}}
+{{- define "sidetrace.sidecarContext" -}}
+{{- $st := .v.sidetrace -}}
+{{- $ctx := dict "sidetrace" $st "native" (default false .native) -}}
+{{- $_ := set $ctx "image" (include "sidetrace.image" .) -}}
+{{- $_ := set $ctx "upstream" (include "sidetrace.upstream" .) -}}
+{{- $_ := set $ctx "serviceName" (include "sidetrace.serviceName" .) -}}
+{{- $_ := set $ctx "resourceAttributes" (include "sidetrace.resourceAttributes" .) -}}
+{{- $_ := set $ctx "configMapName" (include "sidetrace.configMapName" .) -}}
+{{- $_ := set $ctx "sampler" ($st.otel.tracesSampler | default "") -}}
+{{- $_ := set $ctx "samplerArg" ($st.otel.tracesSamplerArg | default "") -}}
+{{- toJson $ctx -}}
+{{- end }}
+
+{{/* The proxy container, without the leading "- ": the shared definition. .native adds
+restartPolicy: Always (Kubernetes native sidecar, an init container that keeps running). */}}
 {{- define "sidetrace.containerSpec" -}}
-{{- $v := .v -}}
-{{- $st := $v.sidetrace -}}
-{{- $otel := $st.otel -}}
-name: {{ $st.containerName }}
-image: {{ include "sidetrace.image" . | quote }}
-imagePullPolicy: {{ $st.image.pullPolicy }}
-{{- if .native }}
-restartPolicy: Always
-{{- end }}
-args: ["run"]
-ports:
-  - name: st-inbound
-    containerPort: {{ $st.ports.inbound }}
-    protocol: TCP
-  - name: st-admin
-    containerPort: {{ $st.ports.admin }}
-    protocol: TCP
-env:
-  - name: K8S_POD_NAME
-    valueFrom:
-      fieldRef:
-        fieldPath: metadata.name
-  - name: K8S_NAMESPACE_NAME
-    valueFrom:
-      fieldRef:
-        fieldPath: metadata.namespace
-  - name: K8S_NODE_NAME
-    valueFrom:
-      fieldRef:
-        fieldPath: spec.nodeName
-  - name: SIDETRACE_CONFIG
-    value: /etc/sidetrace/sidetrace.yaml
-  - name: SIDETRACE_INBOUND
-    value: {{ printf "0.0.0.0:%d" (int $st.ports.inbound) | quote }}
-  - name: SIDETRACE_UPSTREAM
-    value: {{ include "sidetrace.upstream" . | quote }}
-  {{- if gt (int $st.ports.outbound) 0 }}
-  - name: SIDETRACE_OUTBOUND
-    value: {{ printf "127.0.0.1:%d" (int $st.ports.outbound) | quote }}
-  {{- end }}
-  - name: SIDETRACE_ADMIN
-    value: {{ printf "0.0.0.0:%d" (int $st.ports.admin) | quote }}
-  - name: SIDETRACE_SERVICE_NAME
-    value: {{ include "sidetrace.serviceName" . | quote }}
-  - name: SIDETRACE_LOG_LEVEL
-    value: {{ $st.log.level | quote }}
-  - name: SIDETRACE_LOG_FORMAT
-    value: {{ $st.log.format | quote }}
-  - name: OTEL_SERVICE_NAME
-    value: {{ include "sidetrace.serviceName" . | quote }}
-  - name: OTEL_RESOURCE_ATTRIBUTES
-    value: {{ include "sidetrace.resourceAttributes" . | quote }}
-  {{- with $otel.endpoint }}
-  - name: OTEL_EXPORTER_OTLP_ENDPOINT
-    value: {{ . | quote }}
-  {{- end }}
-  {{- with $otel.tracesEndpoint }}
-  - name: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
-    value: {{ . | quote }}
-  {{- end }}
-  {{- with $otel.protocol }}
-  - name: OTEL_EXPORTER_OTLP_PROTOCOL
-    value: {{ . | quote }}
-  {{- end }}
-  {{- if $otel.headersSecret.name }}
-  - name: OTEL_EXPORTER_OTLP_HEADERS
-    valueFrom:
-      secretKeyRef:
-        name: {{ $otel.headersSecret.name }}
-        key: {{ $otel.headersSecret.key }}
-  {{- end }}
-  {{- with $otel.tracesSampler }}
-  - name: OTEL_TRACES_SAMPLER
-    value: {{ . | quote }}
-  {{- end }}
-  {{- with $otel.tracesSamplerArg }}
-  - name: OTEL_TRACES_SAMPLER_ARG
-    value: {{ . | quote }}
-  {{- end }}
-  {{- with $otel.propagators }}
-  - name: OTEL_PROPAGATORS
-    value: {{ . | quote }}
-  {{- end }}
-  {{- with $st.extraEnv }}
-  {{- toYaml . | nindent 2 }}
-  {{- end }}
-startupProbe:
-  httpGet:
-    path: /live
-    port: st-admin
-  periodSeconds: {{ $st.probes.startup.periodSeconds }}
-  failureThreshold: {{ $st.probes.startup.failureThreshold }}
-livenessProbe:
-  httpGet:
-    path: /live
-    port: st-admin
-  periodSeconds: {{ $st.probes.liveness.periodSeconds }}
-  failureThreshold: {{ $st.probes.liveness.failureThreshold }}
-readinessProbe:
-  httpGet:
-    path: /ready
-    port: st-admin
-  periodSeconds: {{ $st.probes.readiness.periodSeconds }}
-  failureThreshold: {{ $st.probes.readiness.failureThreshold }}
-{{- with $st.resources }}
-resources:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-{{- with $st.securityContext }}
-securityContext:
-  {{- toYaml . | nindent 2 }}
-{{- end }}
-volumeMounts:
-  - name: sidetrace-config
-    mountPath: /etc/sidetrace
-    readOnly: true
-  {{- if $st.tls.secretName }}
-  - name: sidetrace-tls
-    mountPath: /etc/sidetrace-tls
-    readOnly: true
-  {{- end }}
+{{- include "sidetrace.sidecar.container" (include "sidetrace.sidecarContext" . | fromJson) -}}
 {{- end }}
 
 {{/* ===== Library templates: include these in your own pod spec. ===== */}}
@@ -272,23 +168,13 @@ before the app, keeps running, and does not keep a Job or CronJob pod from compl
        {{- include "sidetrace.volumes" . | nindent 8 }} */}}
 {{- define "sidetrace.volumes" -}}
 {{- $v := include "sidetrace.values" . | fromYaml -}}
-{{- $c := dict "v" $v "top" . -}}
-- name: sidetrace-config
-  configMap:
-    name: {{ include "sidetrace.configMapName" $c }}
-{{- if $v.sidetrace.tls.secretName }}
-- name: sidetrace-tls
-  secret:
-    secretName: {{ $v.sidetrace.tls.secretName }}
-{{- end }}
+{{- include "sidetrace.sidecar.volumes" (include "sidetrace.sidecarContext" (dict "v" $v "top" .) | fromJson) -}}
 {{- end }}
 
 {{/* prometheus.io/* scrape annotations for the pod (map entries of metadata.annotations). */}}
 {{- define "sidetrace.podAnnotations" -}}
 {{- $v := include "sidetrace.values" . | fromYaml -}}
-prometheus.io/scrape: "true"
-prometheus.io/port: {{ $v.sidetrace.ports.admin | quote }}
-prometheus.io/path: /metrics
+{{- include "sidetrace.sidecar.annotations" (include "sidetrace.sidecarContext" (dict "v" $v "top" .) | fromJson) -}}
 {{- end }}
 
 {{/* ===== SLO rule helpers ===== */}}

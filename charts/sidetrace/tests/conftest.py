@@ -118,6 +118,15 @@ def example_render(example_chart) -> dict[str, str]:
     return render(chart=example_chart)
 
 
+# Measurements the tests report at the end of the run (pytest's terminal summary).
+REPORTS: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    for line in REPORTS:
+        terminalreporter.write_line(line)
+
+
 def tool(name: str) -> str:
     """Path of a required tool; missing tools fail (scripts/test-chart.sh installs them)."""
     path = shutil.which(name)
