@@ -472,7 +472,8 @@ pub async fn start_with(
     state
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(%inbound, outbound = ?outbound, admin = %admin_addr, upstream = %settings.upstream.authority, "sidetrace ready");
+    let outbound_text = outbound.map_or_else(|| "off".to_string(), |a| a.to_string());
+    tracing::info!(%inbound, outbound = %outbound_text, admin = %admin_addr, upstream = %settings.upstream.authority, "sidetrace ready");
 
     let drain_timeout = settings.drain_timeout;
     let mut drain_for_task = drain;

@@ -6,13 +6,26 @@ use std::{collections::HashMap, io::Write, process::ExitCode};
 use clap::Parser;
 use sidetrace::{
     app,
-    cli::{Cli, Command, RunArgs},
+    cli::{Cli, Command, LogFormat, RunArgs},
     config::{self, Overrides, Settings},
 };
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = sidetrace::logging::init(cli.log_format, cli.log_level.as_deref()) {
+    // The demo is for a person reading its summary: text, and only warnings,
+    // unless asked otherwise.
+    let demo = matches!(cli.command, Command::Demo(_));
+    let format = cli.log_format.unwrap_or(if demo {
+        LogFormat::Text
+    } else {
+        LogFormat::Json
+    });
+    let level = match (&cli.log_level, demo) {
+        (Some(level), _) => Some(level.as_str()),
+        (None, true) if !std::env::var("RUST_LOG").is_ok_and(|v| !v.is_empty()) => Some("warn"),
+        (None, _) => None,
+    };
+    if let Err(e) = sidetrace::logging::init(format, level) {
         eprintln!("sidetrace: {e}");
         return ExitCode::from(2);
     }
