@@ -11,15 +11,11 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
-    /// Log format.
-    #[arg(
-        long,
-        global = true,
-        env = "SIDETRACE_LOG_FORMAT",
-        default_value = "json"
-    )]
-    pub log_format: LogFormat,
-    /// Log level or filter (`info`, `sidetrace=debug`) [default: `RUST_LOG` when set, else info].
+    /// Log format [default: json; text for `demo`].
+    #[arg(long, global = true, env = "SIDETRACE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Log level or filter (`info`, `sidetrace=debug`) [default: `RUST_LOG` when set, else info; warn
+    /// for `demo`].
     #[arg(long, global = true, env = "SIDETRACE_LOG_LEVEL")]
     pub log_level: Option<String>,
 }
