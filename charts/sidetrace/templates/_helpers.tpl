@@ -122,10 +122,28 @@ environment, upstream protocol, TLS file paths). Only the keys of docs/config.md
 {{- join "," $attrs -}}
 {{- end }}
 
+{{/* Refuses an OTLP endpoint whose well-known port contradicts the protocol the proxy would use:
+4317 is OTLP/gRPC, 4318 OTLP/HTTP, and the proxy's default is http/protobuf, so `:4317` with no
+protocol fails every export (spans dropped, SidetraceSpansDropped firing). The effective values are
+the proxy's: the OTEL_* variables (sidetrace.otel) win over config.tracing.export. */}}
+{{- define "sidetrace.checkOtlp" -}}
+{{- $otel := .v.sidetrace.otel | default dict -}}
+{{- $export := ((.v.sidetrace.config | default dict).tracing | default dict).export | default dict -}}
+{{- $endpoint := coalesce $otel.tracesEndpoint $otel.endpoint $export.endpoint | default "" -}}
+{{- $protocol := coalesce $otel.protocol $export.protocol | default "" -}}
+{{- $port := regexFind ":(4317|4318)(/.*)?$" $endpoint | regexFind "431[78]" -}}
+{{- if and (eq $port "4317") (ne $protocol "grpc") -}}
+{{- fail (printf "sidetrace.otel: the endpoint %s is the OTLP/gRPC port 4317, but the protocol is %s; every export would fail. Set sidetrace.otel.protocol: grpc, or use the collector's OTLP/HTTP port 4318" $endpoint (ternary (printf "%q" $protocol) "not set (the proxy's default is http/protobuf)" (ne $protocol ""))) -}}
+{{- else if and (eq $port "4318") (eq $protocol "grpc") -}}
+{{- fail (printf "sidetrace.otel: the endpoint %s is the OTLP/HTTP port 4318, but the protocol is \"grpc\"; every export would fail. Set sidetrace.otel.protocol: http/protobuf (or leave it empty), or use the collector's OTLP/gRPC port 4317" $endpoint) -}}
+{{- end -}}
+{{- end }}
+
 {{/* The dot of the shared sidecar definition (templates/_sidecar.tpl), as JSON (read it back with
 fromJson): what that file documents, from the values the way the chart computes them. Takes the
 context dict; .native true for the native-sidecar form. */}}
 {{- define "sidetrace.sidecarContext" -}}
+{{- include "sidetrace.checkOtlp" . -}}
 {{- $st := .v.sidetrace -}}
 {{- $ctx := dict "sidetrace" $st "native" (default false .native) -}}
 {{- $_ := set $ctx "image" (include "sidetrace.image" .) -}}

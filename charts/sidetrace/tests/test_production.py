@@ -1,0 +1,83 @@
+"""What goes wrong on a real cluster, checked at render time: OTLP exports that would fail."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import by_kind, helm, objects, render
+
+GRPC = "http://otel-collector.observability:4317"
+HTTP = "http://otel-collector.observability:4318"
+
+
+def render_error(values: dict) -> str:
+    errors = helm().errors
+    with pytest.raises((errors.HelmValuesError, errors.HelmRenderError)) as info:
+        render(values)
+    return str(info.value)
+
+
+def env_of(rendered: dict[str, str], name: str) -> dict[str, str]:
+    """The env of every sidetrace container in a render, by container, merged."""
+    out: dict[str, str] = {}
+    for o in objects(rendered):
+        spec = o.get("spec", {})
+        pod = (spec.get("template") or spec.get("jobTemplate", {}).get("spec", {}).get("template") or {}).get("spec")
+        if not pod:
+            continue
+        for c in pod.get("containers", []) + pod.get("initContainers", []):
+            if c["name"] == name:
+                out.update({e["name"]: e.get("value") for e in c.get("env", [])})
+    return out
+
+
+# === OTLP: exports that arrive ===
+
+def test_example_chart_exports_grpc_to_the_grpc_port(example_render):
+    objs = objects(example_render)
+    envs = []
+    for o in by_kind(objs, "Deployment") + by_kind(objs, "CronJob"):
+        spec = o["spec"]
+        pod = spec["template"]["spec"] if o["kind"] == "Deployment" else spec["jobTemplate"]["spec"]["template"]["spec"]
+        for c in pod.get("containers", []) + pod.get("initContainers", []):
+            if c["name"] == "sidetrace":
+                envs.append({e["name"]: e.get("value") for e in c["env"]})
+    assert len(envs) == 2, envs
+    for env in envs:
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"].endswith(":4317")
+        assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc"
+
+
+@pytest.mark.parametrize("otel, config, expected", [
+    ({"endpoint": GRPC}, {}, ["port 4317", "not set (the proxy's default is http/protobuf)",
+                              "sidetrace.otel.protocol: grpc"]),
+    ({"tracesEndpoint": GRPC + "/"}, {}, ["port 4317"]),
+    ({"endpoint": GRPC, "protocol": "http/protobuf"}, {}, ["port 4317", '"http/protobuf"']),
+    ({}, {"tracing": {"export": {"endpoint": GRPC}}}, ["port 4317"]),
+    ({"endpoint": HTTP, "protocol": "grpc"}, {}, ["port 4318", '"grpc"']),
+    ({}, {"tracing": {"export": {"endpoint": HTTP, "protocol": "grpc"}}}, ["port 4318"]),
+])
+def test_chart_refuses_an_otlp_port_that_contradicts_the_protocol(otel, config, expected):
+    message = render_error({"sidetrace": {"otel": otel, "config": config}})
+    for part in expected:
+        assert part in message, f"{part!r} not in {message!r}"
+
+
+@pytest.mark.parametrize("otel, config", [
+    ({"endpoint": GRPC, "protocol": "grpc"}, {}),
+    ({"endpoint": HTTP}, {}),
+    ({"endpoint": HTTP, "protocol": "http/protobuf"}, {}),
+    # the OTEL_* variable wins over the config file, as in the proxy
+    ({"protocol": "grpc"}, {"tracing": {"export": {"endpoint": GRPC, "protocol": "http/protobuf"}}}),
+    ({}, {"tracing": {"export": {"endpoint": GRPC, "protocol": "grpc"}}}),
+    ({"endpoint": "http://collector:14317"}, {}),  # not a well-known port: the user's choice
+])
+def test_chart_accepts_matching_otlp_settings(otel, config):
+    values = {"sidetrace": {"otel": otel, "config": config},
+              "fronting": {"enabled": True, "upstream": "http://legacy.internal:8080"}}
+    rendered = render(values)
+    env = env_of(rendered, "sidetrace")
+    if otel.get("protocol"):
+        assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == otel["protocol"]
+    else:
+        assert "OTEL_EXPORTER_OTLP_PROTOCOL" not in env
