@@ -27,6 +27,13 @@ if ! python3 -c 'import grpc' 2>/dev/null; then
     python3 -m pip install -q --disable-pip-version-check --break-system-packages grpcio==1.85.3
 fi
 
+log "docs stand alone"
+# Users have docs/ and the README, nothing else: no pointer to an internal design document.
+if grep -rn "DESIGN" docs/ README.md; then
+  echo "docs refer to a design document users do not have" >&2
+  exit 1
+fi
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
