@@ -60,6 +60,8 @@ pub struct Running {
     pub outbound: Option<SocketAddr>,
     /// Bound admin address.
     pub admin: SocketAddr,
+    /// How long SIGTERM leaves the listeners accepting before the drain.
+    pub drain_delay: Duration,
     trigger: DrainTrigger,
     task: JoinHandle<()>,
 }
@@ -476,6 +478,7 @@ pub async fn start_with(
     tracing::info!(%inbound, outbound = %outbound_text, admin = %admin_addr, upstream = %settings.upstream.authority, "sidetrace ready");
 
     let drain_timeout = settings.drain_timeout;
+    let drain_delay = settings.drain_delay;
     let mut drain_for_task = drain;
     let task = tokio::spawn(async move {
         drain_for_task.signaled().await;
@@ -507,6 +510,7 @@ pub async fn start_with(
         inbound,
         outbound,
         admin: admin_addr,
+        drain_delay,
         trigger,
         task,
     })

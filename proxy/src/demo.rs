@@ -19,8 +19,16 @@ use crate::{
     echo,
 };
 
+/// Prints a line; a reader that stopped early (`| head`) closed the pipe,
+/// which is no reason to panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Runs the demo until Ctrl-C (or once, with `--once`).
-#[allow(clippy::print_stdout)]
 pub async fn run(args: DemoArgs, env: HashMap<String, String>) -> ExitCode {
     let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
     let app_listener = match TcpListener::bind(local(args.app_port)).await {
@@ -78,22 +86,24 @@ pub async fn run(args: DemoArgs, env: HashMap<String, String>) -> ExitCode {
     let proxy = running.inbound;
     let admin = running.admin;
     let results = sample_traffic(proxy).await;
-    println!("\nsidetrace demo: echo app on http://{app_addr}, proxy on http://{proxy}, admin on http://{admin}\n");
-    println!("sample traffic through the proxy:");
+    say!("\nsidetrace demo: sample traffic through the proxy (echo app behind it):");
     for (what, outcome) in &results {
-        println!("  {what:<34} {outcome}");
+        say!("  {what:<34} {outcome}");
     }
-    println!("\nlook at:");
-    println!("  traces      http://{admin}/debug/traces");
-    println!("  metrics     http://{admin}/metrics");
-    println!("  config      http://{admin}/config");
-    println!("  try         curl -i http://{proxy}/api/orders/42");
-    println!("              curl -i --http2-prior-knowledge 'http://{proxy}/slow?delay_ms=200'");
     if args.once {
+        // Under --once everything stops now: no URLs that are about to die.
+        say!("\n--once: stopped. Run `sidetrace demo` to keep it serving and look at the traces.");
         running.shutdown().await;
         return ExitCode::SUCCESS;
     }
-    println!("\nserving until Ctrl-C");
+    say!("\nserving: echo app http://{app_addr}, proxy http://{proxy}, admin http://{admin}");
+    say!("\nlook at:");
+    say!("  traces      http://{admin}/debug/traces");
+    say!("  metrics     http://{admin}/metrics");
+    say!("  config      http://{admin}/config");
+    say!("  try         curl -i http://{proxy}/api/orders/42");
+    say!("              curl -i --http2-prior-knowledge 'http://{proxy}/slow?delay_ms=200'");
+    say!("\nserving until Ctrl-C");
     let trigger = running.trigger();
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;

@@ -1,7 +1,7 @@
 //! The `sidetrace` binary: parse the command line, call the library, exit
 //! 0 (ok), 1 (runtime failure) or 2 (usage or config error).
 
-use std::{collections::HashMap, io::Write, process::ExitCode};
+use std::{collections::HashMap, io::Write, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use sidetrace::{
@@ -106,13 +106,36 @@ async fn run(args: RunArgs, env: HashMap<String, String>) -> ExitCode {
         }
     };
     let trigger = running.trigger();
+    let delay = running.drain_delay;
     tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("signal received, draining");
-        trigger.drain();
+        // SIGTERM: the pod is leaving the endpoints, which takes a moment to
+        // reach every client; keep serving them, not ready, for the delay.
+        // Ctrl-C (or a second signal) is a person who wants it gone now.
+        let delay = match wait_for_term_or_int().await {
+            SignalKind::Term => delay,
+            SignalKind::Int => Duration::ZERO,
+        };
+        tracing::info!(delay = ?delay, "signal received, not ready; draining after the delay");
+        trigger.drain_after(delay, wait_for_signal()).await;
     });
     running.wait().await;
     ExitCode::SUCCESS
+}
+
+enum SignalKind {
+    Term,
+    Int,
+}
+
+async fn wait_for_term_or_int() -> SignalKind {
+    use tokio::signal::unix::{signal, SignalKind as Kind};
+    let (Ok(mut term), Ok(mut int)) = (signal(Kind::terminate()), signal(Kind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => SignalKind::Term,
+        _ = int.recv() => SignalKind::Int,
+    }
 }
 
 async fn wait_for_signal() {

@@ -273,10 +273,15 @@ fn demo_sends_each_kind_of_traffic_and_exits_with_once() {
         line("gRPC Echo/Unary (NOT_FOUND)").contains("grpc-status 5"),
         "{stdout}"
     );
+    // A person's summary first, no log lines, and no URLs of a demo that
+    // has already stopped.
     assert!(
-        stdout.contains(&format!("http://127.0.0.1:{}/metrics", ports[2])),
+        stdout.trim_start().starts_with("sidetrace demo: sample traffic"),
         "{stdout}"
     );
+    assert!(!stdout.contains("{\""), "JSON log lines: {stdout}");
+    assert!(!stdout.contains(&format!(":{}/", ports[2])), "{stdout}");
+    assert!(stdout.contains("--once: stopped"), "{stdout}");
 }
 
 #[test]
@@ -300,7 +305,21 @@ fn missing_tls_files_exit_2_naming_the_field() {
 fn a_closed_stdout_is_not_a_crash() {
     // A pipe whose reader is gone, as when `| head -1` has read its line.
     let path = temp_file("closed-stdout.yaml", "{}\n");
-    for args in [vec!["check-config", path.to_str().unwrap()], vec!["--help"]] {
+    let ports: Vec<String> = (0..3).map(|_| free_port().to_string()).collect();
+    for args in [
+        vec!["check-config", path.to_str().unwrap()],
+        vec!["--help"],
+        vec![
+            "demo",
+            "--once",
+            "--port",
+            &ports[0],
+            "--app-port",
+            &ports[1],
+            "--admin-port",
+            &ports[2],
+        ],
+    ] {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
         let out = Command::new(BIN)

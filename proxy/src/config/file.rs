@@ -38,6 +38,10 @@ pub struct FileConfig {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(default, with = "filters::duration::option")]
     pub drain_timeout: Option<Duration>,
+    /// How long the listeners keep accepting after SIGTERM, with `/ready`
+    /// at 503, before the drain starts.
+    #[serde(default, with = "filters::duration::option")]
+    pub drain_delay: Option<Duration>,
     /// What clients may take from the proxy: timeouts, connections, streams.
     #[serde(default)]
     pub limits: super::LimitsConfig,

@@ -25,7 +25,7 @@ pub use self::{
     load::{load_file, parse_yaml, ConfigError},
     network::IpNetwork,
     settings::{
-        Overrides, Settings, Upstream, DEFAULT_ADMIN, DEFAULT_DRAIN, DEFAULT_INBOUND,
-        DEFAULT_MAX_HEADER_BYTES, DEFAULT_UPSTREAM,
+        Overrides, Settings, Upstream, DEFAULT_ADMIN, DEFAULT_DRAIN, DEFAULT_DRAIN_DELAY,
+        DEFAULT_INBOUND, DEFAULT_MAX_HEADER_BYTES, DEFAULT_UPSTREAM,
     },
 };

@@ -70,6 +70,10 @@ pub struct Settings {
     /// Time in-flight requests get after SIGTERM.
     #[serde(serialize_with = "filters::duration::serialize")]
     pub drain_timeout: Duration,
+    /// Time the listeners keep accepting after SIGTERM, `/ready` at 503,
+    /// before the drain starts (`SIDETRACE_DRAIN_DELAY` wins over the file).
+    #[serde(serialize_with = "filters::duration::serialize")]
+    pub drain_delay: Duration,
     /// Largest request head accepted.
     pub max_header_bytes: usize,
     /// Named routes.
@@ -94,6 +98,9 @@ pub const DEFAULT_UPSTREAM: &str = "http://127.0.0.1:8080";
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:15090";
 /// Default drain timeout: a 30 s pod grace period less a margin.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(25);
+/// Default drain delay: long enough for the endpoint removal to reach
+/// kube-proxy and most load balancers, as Istio's 5 s termination drain.
+pub const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(5);
 /// Default request head limit.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 
@@ -144,6 +151,15 @@ impl Settings {
                 "outbound TLS checks each destination's own name; server_name applies to inbound.upstream_tls only",
             ));
         }
+        let drain_delay = match env.get("SIDETRACE_DRAIN_DELAY").filter(|v| !v.is_empty()) {
+            Some(text) => humantime::parse_duration(text).map_err(|e| {
+                ConfigError::invalid(
+                    "SIDETRACE_DRAIN_DELAY",
+                    format!("{text:?} is not a duration such as 5s or 500ms: {e}"),
+                )
+            })?,
+            None => file.drain_delay.unwrap_or(DEFAULT_DRAIN_DELAY),
+        };
         let mut tracing = file.tracing;
         tracing
             .apply_env(env)
@@ -174,6 +190,7 @@ impl Settings {
                 .drain_timeout
                 .or(file.drain_timeout)
                 .unwrap_or(DEFAULT_DRAIN),
+            drain_delay,
             max_header_bytes: file
                 .inbound
                 .max_header_bytes
