@@ -181,6 +181,8 @@ fn sigterm_drains_in_flight_requests_and_exits_0() {
         ])
         .arg("--upstream")
         .arg(format!("http://{app}"))
+        // The drain itself, at once: the delay before it has its own test.
+        .env("SIDETRACE_DRAIN_DELAY", "0s")
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -230,6 +232,138 @@ fn sigterm_drains_in_flight_requests_and_exits_0() {
     );
     let _ = echo.kill();
     let _ = echo.wait();
+}
+
+/// One request on a new connection: the status line, or the error.
+fn get(addr: SocketAddr, path: &str) -> Result<String, std::io::Error> {
+    let mut conn = TcpStream::connect_timeout(&addr, PATIENCE)?;
+    conn.set_read_timeout(Some(PATIENCE))?;
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nhost: app\r\nconnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response)?;
+    Ok(response.lines().next().unwrap_or_default().to_string())
+}
+
+fn sigterm(pid: u32) {
+    let kill = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+}
+
+fn wait_exit(proxy: &mut std::process::Child) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = proxy.try_wait().unwrap() {
+            return status;
+        }
+        assert!(start.elapsed() < PATIENCE, "proxy did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Proxy and echo app on free ports; the proxy with the given drain delay.
+fn proxy_with_delay(
+    delay: &str,
+) -> (
+    std::process::Child,
+    std::process::Child,
+    SocketAddr,
+    SocketAddr,
+) {
+    let app: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let inbound: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let echo = Command::new(BIN)
+        .args(["echo", "--listen", &app.to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let proxy = Command::new(BIN)
+        .args(["run", "--inbound", &inbound.to_string()])
+        .args(["--admin", &admin.to_string()])
+        .arg("--upstream")
+        .arg(format!("http://{app}"))
+        .env("SIDETRACE_DRAIN_DELAY", delay)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(app);
+    wait_for_port(inbound);
+    let start = Instant::now();
+    while !get(admin, "/ready").is_ok_and(|s| s.contains(" 200")) {
+        assert!(start.elapsed() < PATIENCE, "proxy did not become ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (proxy, echo, inbound, admin)
+}
+
+#[test]
+fn after_sigterm_new_clients_are_served_while_ready_reports_503() {
+    let (mut proxy, mut echo, inbound, admin) = proxy_with_delay("3s");
+    let signalled = Instant::now();
+    sigterm(proxy.id());
+    std::thread::sleep(Duration::from_millis(200));
+    let ready = get(admin, "/ready").unwrap();
+    assert!(ready.contains(" 503"), "/ready after SIGTERM: {ready}");
+    // Clients that still pick this pod in the first seconds: new connections, served.
+    for _ in 0..4 {
+        let status = get(inbound, "/").unwrap();
+        assert!(
+            status.starts_with("HTTP/1.1 200"),
+            "during the delay: {status}"
+        );
+        assert!(proxy.try_wait().unwrap().is_none(), "still running");
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "the checks ran inside the delay"
+    );
+    let status = wait_exit(&mut proxy);
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(3),
+        "exited before the drain delay ended"
+    );
+    assert!(
+        get(inbound, "/").is_err(),
+        "listener closed after the drain"
+    );
+    let _ = echo.kill();
+    let _ = echo.wait();
+}
+
+#[test]
+fn a_second_sigterm_cuts_the_drain_delay_short() {
+    let (mut proxy, mut echo, inbound, _admin) = proxy_with_delay("10m");
+    sigterm(proxy.id());
+    std::thread::sleep(Duration::from_millis(300));
+    let status = get(inbound, "/").unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    sigterm(proxy.id());
+    assert_eq!(wait_exit(&mut proxy).code(), Some(0));
+    let _ = echo.kill();
+    let _ = echo.wait();
+}
+
+#[test]
+fn a_bad_drain_delay_is_a_config_error() {
+    let out = Command::new(BIN)
+        .args(["run"])
+        .env("SIDETRACE_DRAIN_DELAY", "soon")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("SIDETRACE_DRAIN_DELAY") && stderr.contains("soon"),
+        "{stderr}"
+    );
 }
 
 #[test]
