@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command: installs the real peers the tests use, then runs
-# formatting, lints, docs, every Rust test and the Helm chart's suite.
+# formatting, lints, docs, every Rust test, the trace viewer's browser tests
+# and the Helm chart's suite.
 # Works on a fresh Debian machine with Rust; CI calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,6 +56,10 @@ if cargo fuzz --version >/dev/null 2>&1 && rustup toolchain list 2>/dev/null | g
     cargo +nightly fuzz run "$target" -- -max_total_time=10 -rss_limit_mb=1024
   done)
 fi
+
+# The trace viewer in Debian's Chromium (installs chromium and playwright-core itself).
+log "trace viewer in a browser"
+SIDETRACE_BIN="$PWD/target/debug/sidetrace" bash scripts/test-browser.sh
 
 if [ -x scripts/test-chart.sh ]; then
   log "helm chart"

@@ -98,7 +98,8 @@ pub async fn run(args: DemoArgs, env: HashMap<String, String>) -> ExitCode {
     }
     say!("\nserving: echo app http://{app_addr}, proxy http://{proxy}, admin http://{admin}");
     say!("\nlook at:");
-    say!("  traces      http://{admin}/debug/traces");
+    say!("  viewer      http://{admin}/debug/traces/ui   (trace list, waterfalls, RED per route)");
+    say!("  traces      http://{admin}/debug/traces      (JSON)");
     say!("  metrics     http://{admin}/metrics");
     say!("  config      http://{admin}/config");
     say!("  try         curl -i http://{proxy}/api/orders/42");

@@ -328,7 +328,14 @@ fn a_non_loopback_peer_gets_metrics_and_probes_only() {
             assert!(body.contains("sidetrace_build_info"), "{body}");
         }
     }
-    for path in ["/config", "/config", "/debug/traces", "/debug/traces/ui"] {
+    for path in [
+        "/config",
+        "/config",
+        "/debug/traces",
+        "/debug/traces/ui",
+        "/debug/traces/ui/app.js",
+        "/debug/red",
+    ] {
         let (status, body) = curl(Some(&ns), "GET", &remote(path));
         assert_eq!(status, 403, "{path} from {}: {body}", ns.peer);
         assert!(

@@ -1,6 +1,7 @@
 //! The admin server (default `127.0.0.1:15090`): `/metrics`, `/live`,
 //! `/ready`, `/config`, `/debug/traces` (the embedded trace store),
-//! `POST /shutdown`.
+//! `/debug/traces/ui` (the trace viewer, [`ui`]), `/debug/red` (RED per
+//! route, [`red`]), `POST /shutdown`.
 //!
 //! Plain HTTP/1.1 on its own listener, away from the data path, so a scrape
 //! or a probe never queues behind application traffic. `/metrics`, `/live`
@@ -12,6 +13,8 @@ pub mod access;
 pub mod config;
 pub mod help;
 mod process;
+pub mod red;
+pub mod ui;
 
 use std::{
     convert::Infallible,
@@ -115,6 +118,19 @@ fn route(state: &AdminState, req: Request<Incoming>, peer: SocketAddr) -> Respon
         (&Method::GET, "/config") => {
             respond(StatusCode::OK, "application/json", state.config_json.json())
         }
+        (&Method::GET, path) if ui::owns(path) => ui::serve(path),
+        (&Method::GET, "/debug/red") => {
+            let mut text = state.prometheus.render();
+            process::render(&mut text);
+            match serde_json::to_vec(&red::Red::from_exposition(&text)) {
+                Ok(json) => respond(StatusCode::OK, "application/json", json),
+                Err(e) => respond(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    format!("cannot render the RED summary: {e}\n"),
+                ),
+            }
+        }
         (&Method::GET, path) if path == "/debug/traces" || path.starts_with("/debug/traces/") => {
             let (status, content_type, body) = state.traces.handle(path, req.uri().query());
             respond(status, content_type, body)
@@ -132,7 +148,8 @@ fn route(state: &AdminState, req: Request<Incoming>, peer: SocketAddr) -> Respon
         _ => respond(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found; try /metrics /live /ready /config /debug/traces\n",
+            "not found; try /metrics /live /ready /config /debug/traces, \
+             or the trace viewer at /debug/traces/ui\n",
         ),
     }
 }
