@@ -18,3 +18,4 @@ mod tracing_failures;
 mod tracing_propagation;
 mod tracing_sampling;
 mod upstream_tls;
+mod webhook;

@@ -12,8 +12,9 @@ use std::fmt;
 
 use super::{
     patch::{apply, PatchError},
-    pod::{plan_inject, plan_uninject, InjectError, Plan, PodOptions},
+    pod::{plan_inject, InjectError, Plan, PodOptions},
     sidecar::{Injector, Mode},
+    uninject::plan_uninject,
     value::Value,
 };
 

@@ -17,8 +17,8 @@
 //! ```
 //!
 //! - [`pod`]: the decisions for one pod template (app port, service name,
-//!   annotations, conflicts) as JSON Patch operations ([`patch`]), and
-//!   their reversal.
+//!   annotations, conflicts) as JSON Patch operations ([`patch`]);
+//!   [`uninject`] their reversal.
 //! - [`manifest`]: multi-document YAML and JSON, workload kinds, `List`.
 //! - [`run`]: the command.
 
@@ -28,14 +28,16 @@ pub mod pod;
 mod run;
 pub mod sidecar;
 pub mod template;
+pub mod uninject;
 pub mod value;
 pub mod values;
 
 pub use self::{
     manifest::{process, Action, ManifestErrors, Report},
-    pod::{plan_inject, plan_uninject, InjectError, Plan, PodOptions},
+    pod::{plan_inject, InjectError, Plan, PodOptions},
     run::run,
     sidecar::{Injector, Mode, Sidecar, SidecarParams},
+    uninject::plan_uninject,
     value::Value,
     values::ChartValues,
 };

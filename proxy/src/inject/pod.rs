@@ -1,6 +1,6 @@
 //! Injecting into one pod template (a Pod, or the `template` of a
-//! workload), and taking the sidecar out again, as JSON Patch operations on
-//! that template.
+//! workload), as JSON Patch operations on that template; [`super::uninject`]
+//! takes the sidecar out again.
 //!
 //! Injection records what it added in the `sidetrace.io/status` annotation
 //! (as Istio's `sidecar.istio.io/status` does), so that `--uninject`
@@ -84,17 +84,17 @@ pub struct Summary {
 
 /// The `sidetrace.io/status` annotation.
 #[derive(Debug, Deserialize, Serialize)]
-struct Status {
-    version: String,
-    mode: String,
-    container: String,
-    volumes: Vec<String>,
-    annotations: Vec<String>,
+pub(super) struct Status {
+    pub(super) version: String,
+    pub(super) mode: String,
+    pub(super) container: String,
+    pub(super) volumes: Vec<String>,
+    pub(super) annotations: Vec<String>,
     /// Lists and maps that injection created (removed again when empty).
-    created: Vec<String>,
+    pub(super) created: Vec<String>,
 }
 
-fn bad(field: impl Into<String>, message: impl Into<String>) -> InjectError {
+pub(super) fn bad(field: impl Into<String>, message: impl Into<String>) -> InjectError {
     InjectError {
         field: field.into(),
         message: message.into(),
@@ -332,110 +332,6 @@ pub fn plan_inject(
     })
 }
 
-/// The operations that take the sidecar out of `pod`; `None` when there is
-/// none. With a `sidetrace.io/status` annotation exactly what injection
-/// added goes; without one (the chart's template put the proxy there) the
-/// proxy container and its volumes go, and annotations stay.
-pub fn plan_uninject(injector: &Injector, pod: &Value) -> Result<Option<Vec<Op>>, InjectError> {
-    let r = injector.resolved();
-    let meta = optional_object(pod.get("metadata"), "metadata")?;
-    let annotations = match meta {
-        Some(m) => optional_object(m.get("annotations"), "metadata.annotations")?,
-        None => None,
-    };
-    let status = match annotations.and_then(|a| a.get(STATUS)) {
-        Some(Value::String(s)) => Some(serde_json::from_str::<Status>(s).map_err(|e| {
-            bad(
-                format!("metadata.annotations.{STATUS}"),
-                format!("not written by sidetrace inject: {e}"),
-            )
-        })?),
-        Some(other) => {
-            return Err(bad(
-                format!("metadata.annotations.{STATUS}"),
-                format!("expected a string, got {}", other.type_name()),
-            ))
-        }
-        None => None,
-    };
-    let Some(spec) = pod.get("spec") else {
-        return Ok(None);
-    };
-    let containers = list(spec, "containers", "spec.containers")?;
-    let init = list(spec, "initContainers", "spec.initContainers")?;
-    let name = status
-        .as_ref()
-        .map_or(r.container_name.as_str(), |s| s.container.as_str());
-    let in_init = find(init, name);
-    let in_containers = find(containers, name);
-    if status.is_none() && in_init.is_none() && in_containers.is_none() {
-        return Ok(None);
-    }
-    let created = |what: &str| {
-        status
-            .as_ref()
-            .is_some_and(|s| s.created.iter().any(|c| c == what))
-    };
-    let mut ops = Vec::new();
-    let remove_items = |ops: &mut Vec<Op>, key: &str, items: &[Value], names: &[&str]| {
-        let mut idx: Vec<usize> = items
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| names.contains(&name_of(v)))
-            .map(|(i, _)| i)
-            .collect();
-        if idx.is_empty() {
-            return;
-        }
-        if idx.len() == items.len() && created(&format!("spec.{key}")) {
-            ops.push(Op::Remove {
-                path: format!("/spec/{key}"),
-            });
-            return;
-        }
-        idx.sort_unstable_by(|a, b| b.cmp(a));
-        for i in idx {
-            ops.push(Op::Remove {
-                path: format!("/spec/{key}/{i}"),
-            });
-        }
-    };
-    remove_items(&mut ops, "initContainers", init, &[name]);
-    remove_items(&mut ops, "containers", containers, &[name]);
-    let volumes = list(spec, "volumes", "spec.volumes")?;
-    let volume_names: Vec<&str> = match &status {
-        Some(s) => s.volumes.iter().map(String::as_str).collect(),
-        None => vec!["sidetrace-config", "sidetrace-tls"],
-    };
-    remove_items(&mut ops, "volumes", volumes, &volume_names);
-    if let (Some(status), Some(annotations)) = (&status, annotations) {
-        let mut keys: Vec<&str> = status
-            .annotations
-            .iter()
-            .map(String::as_str)
-            .filter(|k| annotations.contains_key(*k))
-            .collect();
-        keys.push(STATUS);
-        let emptied = keys.len() == annotations.len() && created("metadata.annotations");
-        if emptied && created("metadata") && meta.is_some_and(|m| m.len() == 1) {
-            ops.push(Op::Remove {
-                path: "/metadata".into(),
-            });
-        } else if emptied {
-            ops.push(Op::Remove {
-                path: "/metadata/annotations".into(),
-            });
-        } else {
-            for k in keys {
-                ops.push(Op::Remove {
-                    path: format!("/metadata/annotations/{}", escape(k)),
-                });
-            }
-        }
-    }
-    Ok(Some(ops))
-}
-
 /// The workload a pod belongs to, the service name of last resort: its
 /// controller (a ReplicaSet's name less the pod-template hash, so the
 /// Deployment's), else its `generateName` stem, else its name.
@@ -476,7 +372,10 @@ fn add(path: &str, value: Value) -> Op {
     }
 }
 
-fn optional_object<'a>(v: Option<&'a Value>, field: &str) -> Result<Option<&'a Map>, InjectError> {
+pub(super) fn optional_object<'a>(
+    v: Option<&'a Value>,
+    field: &str,
+) -> Result<Option<&'a Map>, InjectError> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) => Ok(Some(m)),
@@ -487,7 +386,11 @@ fn optional_object<'a>(v: Option<&'a Value>, field: &str) -> Result<Option<&'a M
     }
 }
 
-fn list<'a>(spec: &'a Value, key: &str, field: &str) -> Result<&'a [Value], InjectError> {
+pub(super) fn list<'a>(
+    spec: &'a Value,
+    key: &str,
+    field: &str,
+) -> Result<&'a [Value], InjectError> {
     match spec.get(key) {
         None | Some(Value::Null) => Ok(&[]),
         Some(Value::Array(a)) => Ok(a),
@@ -498,11 +401,11 @@ fn list<'a>(spec: &'a Value, key: &str, field: &str) -> Result<&'a [Value], Inje
     }
 }
 
-fn name_of(v: &Value) -> &str {
+pub(super) fn name_of(v: &Value) -> &str {
     v.get("name").and_then(Value::as_str).unwrap_or("")
 }
 
-fn find<'a>(items: &'a [Value], name: &str) -> Option<&'a Value> {
+pub(super) fn find<'a>(items: &'a [Value], name: &str) -> Option<&'a Value> {
     items.iter().find(|v| name_of(v) == name)
 }
 

@@ -2,6 +2,8 @@
 //! values and what the pod asks for (app port, service name, sampling,
 //! ConfigMap, mode).
 
+use std::sync::OnceLock;
+
 use super::{
     template::{TemplateError, Templates},
     value::{Map, Value},
@@ -26,11 +28,29 @@ pub enum Mode {
     Container,
 }
 
+/// The pod's own strings in the definition's dot, in the order
+/// [`Injector::sidecar`] keys its shapes by.
+const LOCALS: [&str; 5] = [
+    "upstream",
+    "serviceName",
+    "configMapName",
+    "sampler",
+    "samplerArg",
+];
+/// Placeholder delimiters: private-use characters, which no Kubernetes
+/// field of the definition holds, valid in JSON and YAML strings.
+const OPEN: char = '\u{E000}';
+const CLOSE: char = '\u{E001}';
+/// Shapes: native or not, times each of [`LOCALS`] empty or not.
+const SHAPES: usize = 2 << LOCALS.len();
+
 /// Renders sidecars; built once, used for every pod.
 #[derive(Debug)]
 pub struct Injector {
     templates: Templates,
     resolved: Resolved,
+    /// The definition rendered per shape, on first use.
+    shapes: [OnceLock<Result<Sidecar, TemplateError>>; SHAPES],
 }
 
 /// What one pod's sidecar is made of.
@@ -49,7 +69,7 @@ pub struct SidecarParams<'a> {
 }
 
 /// The rendered sidecar.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Sidecar {
     /// The container.
     pub container: Value,
@@ -81,6 +101,7 @@ impl Injector {
         let injector = Self {
             templates,
             resolved,
+            shapes: std::array::from_fn(|_| OnceLock::new()),
         };
         // Render once now, so broken values fail at start, not per pod.
         injector.sidecar(&SidecarParams {
@@ -98,8 +119,57 @@ impl Injector {
         &self.resolved
     }
 
-    /// Renders the sidecar for one pod.
+    /// The sidecar for one pod.
+    ///
+    /// The definition is rendered once per shape (mode, and which of the
+    /// pod's strings are empty, as `if` sees them) with placeholders for the
+    /// pod's strings, and kept; each pod then gets a copy with its strings
+    /// put in. The template passes those strings through `toJson`, so the
+    /// result is what [`Injector::render`] gives, which the tests check.
     pub fn sidecar(&self, p: &SidecarParams<'_>) -> Result<Sidecar, TemplateError> {
+        let strings = self.strings(p);
+        let native = p.mode == Mode::Native;
+        let mut key = usize::from(native);
+        for (i, s) in strings.iter().enumerate() {
+            key |= usize::from(!s.is_empty()) << (i + 1);
+        }
+        let prepared = self.shapes[key]
+            .get_or_init(|| {
+                let placeholders: [String; LOCALS.len()] = std::array::from_fn(|i| {
+                    if strings[i].is_empty() {
+                        String::new()
+                    } else {
+                        format!("{OPEN}{i}{CLOSE}")
+                    }
+                });
+                self.render_with(native, &placeholders.each_ref().map(String::as_str))
+            })
+            .as_ref()
+            .map_err(Clone::clone)?;
+        let fill = |v: &Value| fill(v, &strings);
+        Ok(Sidecar {
+            container: fill(&prepared.container),
+            volumes: prepared.volumes.iter().map(fill).collect(),
+            annotations: prepared
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), fill(v)))
+                .collect(),
+        })
+    }
+
+    /// Renders the definition for one pod, without the per-shape copy: the
+    /// reference [`Injector::sidecar`] is checked against.
+    pub fn render(&self, p: &SidecarParams<'_>) -> Result<Sidecar, TemplateError> {
+        let strings = self.strings(p);
+        self.render_with(
+            p.mode == Mode::Native,
+            &strings.each_ref().map(String::as_str),
+        )
+    }
+
+    /// The pod's strings, in [`LOCALS`] order.
+    fn strings(&self, p: &SidecarParams<'_>) -> [String; LOCALS.len()] {
         let r = &self.resolved;
         let (sampler, sampler_arg) = match p.sampling_ratio {
             // A plain ratio sampler stays one; anything else becomes the
@@ -108,16 +178,26 @@ impl Injector {
             Some(ratio) => ("parentbased_traceidratio", ratio),
             None => (r.sampler.as_str(), r.sampler_arg.as_str()),
         };
+        [
+            format!("http://127.0.0.1:{}", p.app_port),
+            p.service_name.to_string(),
+            p.config_map.to_string(),
+            sampler.to_string(),
+            sampler_arg.to_string(),
+        ]
+    }
+
+    fn render_with(
+        &self,
+        native: bool,
+        strings: &[&str; LOCALS.len()],
+    ) -> Result<Sidecar, TemplateError> {
+        let r = &self.resolved;
         let mut local = Map::new();
-        local.insert("native".into(), (p.mode == Mode::Native).into());
-        local.insert(
-            "upstream".into(),
-            format!("http://127.0.0.1:{}", p.app_port).into(),
-        );
-        local.insert("serviceName".into(), p.service_name.into());
-        local.insert("configMapName".into(), p.config_map.into());
-        local.insert("sampler".into(), sampler.into());
-        local.insert("samplerArg".into(), sampler_arg.into());
+        local.insert("native".into(), native.into());
+        for (name, value) in LOCALS.iter().zip(strings) {
+            local.insert((*name).into(), (*value).into());
+        }
         let local = Value::Object(local);
         let layers = [&local, &r.shared];
         let container = self.parse(CONTAINER, &layers)?;
@@ -149,6 +229,42 @@ impl Injector {
             line: 0,
             message: format!("{name} rendered invalid YAML: {e}"),
         })
+    }
+}
+
+/// A copy of `v` with every placeholder replaced by its string, in one
+/// pass, so a pod's string that looks like a placeholder stays itself.
+fn fill(v: &Value, strings: &[String; LOCALS.len()]) -> Value {
+    match v {
+        Value::String(s) if s.contains(OPEN) => {
+            let mut out = String::with_capacity(s.len() + 64);
+            let mut parts = s.split(OPEN);
+            out.push_str(parts.next().unwrap_or(""));
+            for part in parts {
+                let found = part.split_once(CLOSE).and_then(|(index, rest)| {
+                    let value = strings.get(index.parse::<usize>().ok()?)?;
+                    Some((value, rest))
+                });
+                match found {
+                    Some((value, rest)) => {
+                        out.push_str(value);
+                        out.push_str(rest);
+                    }
+                    None => {
+                        out.push(OPEN);
+                        out.push_str(part);
+                    }
+                }
+            }
+            Value::String(out)
+        }
+        Value::Array(items) => Value::Array(items.iter().map(|i| fill(i, strings)).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), fill(v, strings)))
+                .collect(),
+        ),
+        other => other.clone(),
     }
 }
 

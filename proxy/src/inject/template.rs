@@ -28,7 +28,7 @@ pub struct Templates {
 }
 
 /// Why a template could not be read or rendered.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("sidecar template, line {line}: {message}")]
 pub struct TemplateError {
     /// 1-based line in the template file.
