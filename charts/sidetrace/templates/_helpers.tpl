@@ -106,8 +106,14 @@ environment, upstream protocol, TLS file paths). Only the keys of docs/config.md
 {{- $_ := set $inbound "tls" $tls -}}
 {{- end -}}
 {{- $_ := set $cfg "inbound" $inbound -}}
+{{- $delay := int (default 0 $v.sidetrace.drainDelaySeconds) -}}
+{{- $_ := set $cfg "drain_delay" (printf "%ds" $delay) -}}
 {{- if and $v.fronting.enabled (not $cfg.drain_timeout) -}}
-{{- $_ := set $cfg "drain_timeout" (printf "%ds" (max 1 (sub (int $v.fronting.terminationGracePeriodSeconds) 5))) -}}
+{{- $grace := int $v.fronting.terminationGracePeriodSeconds -}}
+{{- if lt $grace (add $delay 2) -}}
+{{- fail (printf "fronting.terminationGracePeriodSeconds (%d) leaves no time to drain after sidetrace.drainDelaySeconds (%d): raise the grace period or lower the delay" $grace $delay) -}}
+{{- end -}}
+{{- $_ := set $cfg "drain_timeout" (printf "%ds" (max 1 (sub (sub $grace $delay) 5))) -}}
 {{- end -}}
 {{- toYaml $cfg -}}
 {{- end }}

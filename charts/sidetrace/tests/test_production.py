@@ -81,3 +81,30 @@ def test_chart_accepts_matching_otlp_settings(otel, config):
         assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == otel["protocol"]
     else:
         assert "OTEL_EXPORTER_OTLP_PROTOCOL" not in env
+
+
+# === shutdown without refused connections ===
+
+def proxy_config(rendered: dict[str, str]) -> dict:
+    import yaml
+
+    cms = [o for o in by_kind(objects(rendered), "ConfigMap") if o["metadata"]["name"].endswith("-config")]
+    return yaml.safe_load(cms[0]["data"]["sidetrace.yaml"])
+
+
+def test_the_proxy_keeps_accepting_after_sigterm(example_render):
+    assert proxy_config(example_render)["drain_delay"] == "5s"
+    assert proxy_config(render({"sidetrace": {"drainDelaySeconds": 0}}))["drain_delay"] == "0s"
+
+
+def test_fronting_grace_period_covers_delay_and_drain():
+    rendered = render({"fronting": {"enabled": True, "upstream": "http://legacy:8080",
+                                    "terminationGracePeriodSeconds": 40},
+                       "sidetrace": {"drainDelaySeconds": 10}})
+    cfg = proxy_config(rendered)
+    assert cfg["drain_delay"] == "10s" and cfg["drain_timeout"] == "25s"
+    message = render_error({"fronting": {"enabled": True, "upstream": "http://legacy:8080",
+                                         "terminationGracePeriodSeconds": 5},
+                            "sidetrace": {"drainDelaySeconds": 5}})
+    assert "leaves no time to drain after sidetrace.drainDelaySeconds (5)" in message
+    assert "/sidetrace/drainDelaySeconds" in render_error({"sidetrace": {"drainDelaySeconds": -1}})

@@ -22,7 +22,7 @@ from conftest import (CASES, CHART, ENVIRONMENTS, NAMESPACE, RELEASE, by_kind, h
 
 DESIGN_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
 CONFIG_KEYS = {"service", "inbound", "outbound", "admin", "tracing", "routes", "filters",  # DESIGN section 4
-               "drain_timeout", "metrics", "limits"}  # docs/config.md
+               "drain_timeout", "drain_delay", "metrics", "limits"}  # docs/config.md
 CRD_GROUP = "monitoring.coreos.com/v1"
 
 
@@ -340,6 +340,7 @@ def test_fronting_drain_timeout_fits_the_grace_period():
                                        if o["metadata"]["name"].endswith("-config")][0]["data"]["sidetrace.yaml"])
     fronting = objects(render({"fronting": {"enabled": True, "upstream": "http://legacy:8080",
                                             "terminationGracePeriodSeconds": 60}}))
-    assert cfg(fronting)["drain_timeout"] == "55s"
+    assert cfg(fronting)["drain_timeout"] == "50s"  # grace less the 5s drain delay less 5s
+    assert cfg(fronting)["drain_delay"] == "5s"
     assert one(fronting, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 60
     assert "drain_timeout" not in cfg(objects(render_case("default")))  # injection: the proxy's default

@@ -149,7 +149,7 @@ def test_the_webhook_reads_the_values_the_chart_renders(tmp_path):
     from inject_helpers import documents, inject, ok
 
     objs = objects(render({"webhook": {"enabled": True, "certManager": True},
-                           "sidetrace": {"otel": {"endpoint": "http://collector:4317"}}}))
+                           "sidetrace": {"otel": {"endpoint": "http://collector:4317", "protocol": "grpc"}}}))
     values = tmp_path / "values.json"
     values.write_text(one([o for o in objs if o["kind"] == "ConfigMap" and "webhook" in o["metadata"]["name"]],
                           "ConfigMap")["data"]["values.json"])
