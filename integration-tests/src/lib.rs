@@ -12,6 +12,7 @@ pub mod otlp;
 pub mod peers;
 pub mod pki;
 pub mod proxy;
+pub mod report;
 pub mod tls_upstream;
 pub mod upstream;
 

@@ -1,6 +1,6 @@
 //! A proxy under test, on its own runtime thread.
 
-use std::{collections::HashMap, net::SocketAddr, thread};
+use std::{collections::HashMap, net::SocketAddr, thread, time::Duration};
 
 use sidetrace::{
     app,
@@ -59,6 +59,18 @@ impl Proxy {
     /// Starts the drain, as SIGTERM does.
     pub fn drain(&self) {
         self.trigger.drain();
+    }
+
+    /// What SIGTERM does: `/ready` answers 503 at once, the listeners keep
+    /// accepting for `delay` (the config's `drain_delay`), then the drain
+    /// starts. Runs on the caller's runtime.
+    pub fn sigterm(&self, delay: Duration) {
+        let trigger = self.trigger.clone();
+        tokio::spawn(async move {
+            trigger
+                .drain_after(delay, std::future::pending::<()>())
+                .await;
+        });
     }
 
     /// Drains and waits for the proxy thread to end, re-raising its panics.
