@@ -134,3 +134,100 @@ async fn slowloris_heads_are_cut_off() {
     assert!(closed.is_ok(), "connection was closed by the proxy");
     proxy.shutdown();
 }
+
+/// An app that misbehaves at the socket, by path: `/close` reads the request
+/// and closes, `/reset` resets the connection before any answer, `/midbody`
+/// sends a head and 100 of 1000 promised bytes then resets, `/garbage`
+/// answers with bytes that are not HTTP.
+async fn faulty_app() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let reset = |s: tokio::net::TcpStream| {
+                    // Linger 0: close sends RST rather than FIN.
+                    let _ = s.set_zero_linger();
+                    drop(s);
+                };
+                if head.contains(" /close ") {
+                    drop(s);
+                } else if head.contains(" /reset ") {
+                    reset(s);
+                } else if head.contains(" /midbody ") {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n")
+                        .await;
+                    let _ = s.write_all(&[b'x'; 100]).await;
+                    let _ = s.flush().await;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    reset(s);
+                } else {
+                    let _ = s.write_all(b"SSH-2.0-not-http\r\n\r\n").await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Upstream faults at the socket: every one before the response head is a
+/// 502 `NETWORK`; a reset in the middle of the body reaches the client as a
+/// broken body, never a short success, over HTTP/1.1 and HTTP/2; every one is
+/// counted as `NETWORK`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_socket_faults_are_network_errors_never_short_successes() {
+    use http_body_util::{BodyExt, Full};
+    let app = faulty_app().await;
+    let proxy = Proxy::builder()
+        .upstream(format!("http://{app}"))
+        .run()
+        .await;
+    let mut measured = Vec::new();
+    for client in [Client::http1(), Client::h2c()] {
+        for path in ["/close", "/reset", "/garbage"] {
+            let resp = client.get(&proxy.url(path)).await;
+            assert_eq!(resp.status, StatusCode::BAD_GATEWAY, "{path}");
+            assert_eq!(resp.headers["x-sidetrace-error"], "NETWORK", "{path}");
+            measured.push(format!("{path} {}", resp.status.as_u16()));
+        }
+        let req = client
+            .request("GET", &proxy.url("/midbody"))
+            .body(Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let resp = client.send_streaming(req).await;
+        assert_eq!(resp.status(), StatusCode::OK, "the head was already sent");
+        let body = tokio::time::timeout(crate::PATIENCE, resp.into_body().collect())
+            .await
+            .expect("the body ends in time");
+        let err = body.expect_err("a reset mid-body must break the client's body");
+        measured.push(format!("/midbody 200 then broken body ({err})"));
+    }
+    let admin = Client::http1();
+    crate::assert_eventually!(
+        metric_sum(
+            &admin.get(&proxy.admin_url("/metrics")).await.text(),
+            "http_server_request_duration_seconds_count",
+            &[("failure_category", "NETWORK")]
+        ) == 8.0,
+        "all 8 faults counted as NETWORK: {}",
+        admin.get(&proxy.admin_url("/metrics")).await.text()
+    );
+    crate::report::record(&crate::report::Row {
+        key: "20-upstream-socket-faults",
+        situation: "app closes after reading, resets before the head, resets after 100 of 1000 body bytes, answers non-HTTP; HTTP/1.1 and h2c clients",
+        expected: "502 NETWORK before the head; after it the client's body breaks (never a short 200); all counted NETWORK",
+        measured: format!("8 sent, 8 counted NETWORK: {}", measured.join("; ")),
+    });
+    proxy.shutdown();
+}
