@@ -38,9 +38,21 @@ chart tests). A constant, because .Chart is the user's chart when a library temp
 {{- end -}}
 {{- end }}
 
+{{/* <fullname>-<suffix>, never longer than 63 characters (or "max": a CronJob's limit is 52) and
+never the same for two suffixes: the prefix is cut before the suffix is added, so the suffix stays
+whole (cutting the joined name instead gave -config, -alertmanager and -admin the name of the
+release's own objects at release names of 40-53 characters). `sidetrace inject` computes the
+ConfigMap's name the same way (proxy/src/inject/values.rs).
+Takes (dict "c" CONTEXT "suffix" SUFFIX ["max" N]). */}}
+{{- define "sidetrace.suffixedName" -}}
+{{- $max := int (default 63 .max) -}}
+{{- $keep := int (max 1 (sub $max (add1 (len .suffix)))) -}}
+{{- printf "%s-%s" (include "sidetrace.fullname" .c | trunc $keep | trimSuffix "-") .suffix | trunc $max | trimSuffix "-" -}}
+{{- end }}
+
 {{/* Name of the ConfigMap holding sidetrace.yaml. */}}
 {{- define "sidetrace.configMapName" -}}
-{{- printf "%s-config" (include "sidetrace.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- include "sidetrace.suffixedName" (dict "c" . "suffix" "config") -}}
 {{- end }}
 
 {{/* The service name: sidetrace.serviceName, else config.service.name, else the release name.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from conftest import by_kind, helm, objects, render
@@ -108,3 +110,63 @@ def test_fronting_grace_period_covers_delay_and_drain():
                             "sidetrace": {"drainDelaySeconds": 5}})
     assert "leaves no time to drain after sidetrace.drainDelaySeconds (5)" in message
     assert "/sidetrace/drainDelaySeconds" in render_error({"sidetrace": {"drainDelaySeconds": -1}})
+
+
+# === names that never collide ===
+
+LONG_RELEASES = ["r" * 40, "checkout-payments-eu-west-1-canary-blue-green-2024", "a" * 52, "b" * 53]
+
+
+def everything_on() -> dict:
+    return {"fronting": {"enabled": True, "upstream": "http://legacy:8080",
+                         "podDisruptionBudget": {"enabled": True},
+                         "autoscaling": {"enabled": True}},
+            "webhook": {"enabled": True, "certManager": True},
+            "monitoring": {"podMonitor": {"enabled": True}, "serviceMonitor": {"enabled": True}},
+            "slo": {"enabled": True}, "dashboards": {"enabled": True},
+            "alertmanager": {"configMap": True}}
+
+
+def check_names(objs: list[dict]):
+    seen: dict[tuple[str, str], int] = {}
+    for o in objs:
+        key = (o["kind"], o["metadata"]["name"])
+        seen[key] = seen.get(key, 0) + 1
+        limit = 52 if o["kind"] == "CronJob" else 63
+        assert len(key[1]) <= limit, f"{key}: {len(key[1])} characters"
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", key[1]), key
+    duplicates = [k for k, n in seen.items() if n > 1]
+    assert not duplicates, duplicates
+
+
+@pytest.mark.parametrize("release", LONG_RELEASES)
+def test_long_release_names_never_collide(release):
+    objs = objects(render(everything_on(), release=release))
+    check_names(objs)
+    configmaps = [o["metadata"]["name"] for o in by_kind(objs, "ConfigMap")]
+    assert any(n.endswith("-config") for n in configmaps) and any(n.endswith("-alertmanager") for n in configmaps)
+    services = sorted(o["metadata"]["name"] for o in by_kind(objs, "Service"))
+    assert any(n.endswith("-admin") for n in services), services
+
+
+@pytest.mark.parametrize("release", ["c" * 52, "checkout"])
+def test_example_chart_names_fit_at_any_release_length(example_chart, release):
+    objs = objects(render(chart=example_chart, release=release))
+    check_names(objs)
+    (cron,) = by_kind(objs, "CronJob")
+    assert cron["metadata"]["name"].endswith("-reconcile")
+
+
+def test_inject_names_the_configmap_the_chart_renders_at_a_53_character_release():
+    import json
+
+    from inject_helpers import documents, inject, ok
+
+    release = "b" * 53
+    (cm,) = [o for o in by_kind(objects(render({}, release=release)), "ConfigMap")
+             if o["metadata"]["name"].endswith("-config")]
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+           "spec": {"containers": [{"name": "web", "image": "w", "ports": [{"containerPort": 8080}]}]}}
+    (out,) = documents(ok(inject("--release", release, "-", stdin=json.dumps(pod))))
+    names = [v["configMap"]["name"] for v in out["spec"]["volumes"] if "configMap" in v]
+    assert names == [cm["metadata"]["name"]]

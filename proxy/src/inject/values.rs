@@ -188,7 +188,8 @@ impl ChartValues {
             scrape_annotations,
             sampler: string("otel.tracesSampler")?,
             sampler_arg: string("otel.tracesSamplerArg")?,
-            config_map: trunc63(&format!("{}-config", self.fullname(release))),
+            // `sidetrace.suffixedName`: the prefix is cut, the suffix kept whole.
+            config_map: format!("{}-config", trunc(&self.fullname(release), 63 - 7)),
             shared: Value::Object(shared),
         })
     }
@@ -213,7 +214,12 @@ impl ChartValues {
 
 /// Helm's `trunc 63 | trimSuffix "-"` (one dash, as trimSuffix removes one).
 fn trunc63(s: &str) -> String {
-    let cut: String = s.chars().take(63).collect();
+    trunc(s, 63)
+}
+
+/// Helm's `trunc n | trimSuffix "-"`.
+fn trunc(s: &str, n: usize) -> String {
+    let cut: String = s.chars().take(n).collect();
     cut.strip_suffix('-').map(str::to_string).unwrap_or(cut)
 }
 
@@ -308,6 +314,13 @@ mod tests {
         );
         let r = v.resolve("shop").unwrap();
         assert_eq!(r.config_map, "tracer-config");
+        // A 53-character release: the prefix is cut before -config is added.
+        let release = "a-very-long-release-name-for-the-checkout-service-abc";
+        let long = ChartValues::defaults().unwrap().resolve(release).unwrap();
+        assert_eq!(long.config_map.len(), 63);
+        assert!(
+            long.config_map.ends_with("-config") && long.config_map.starts_with(&release[..50])
+        );
         assert_eq!(
             r.shared.get("image").unwrap().as_str(),
             Some("ghcr.io/sidetrace/sidetrace@sha256:abc")
