@@ -124,7 +124,7 @@ def everything_on() -> dict:
             "webhook": {"enabled": True, "certManager": True},
             "monitoring": {"podMonitor": {"enabled": True}, "serviceMonitor": {"enabled": True}},
             "slo": {"enabled": True}, "dashboards": {"enabled": True},
-            "alertmanager": {"configMap": True}}
+            "alertmanager": {"configMap": True}, "networkPolicy": {"enabled": True}}
 
 
 def check_names(objs: list[dict]):
@@ -170,3 +170,54 @@ def test_inject_names_the_configmap_the_chart_renders_at_a_53_character_release(
     (out,) = documents(ok(inject("--release", release, "-", stdin=json.dumps(pod))))
     names = [v["configMap"]["name"] for v in out["spec"]["volumes"] if "configMap" in v]
     assert names == [cm["metadata"]["name"]]
+
+
+# === no silent bypass ===
+
+def validate_strict(objs: list[dict]) -> list[str]:
+    import kubernetes_validate
+    from kubernetes_validate.utils import latest_version
+
+    errors = []
+    for o in objs:
+        if o["apiVersion"].startswith("monitoring.coreos.com") or o["apiVersion"].startswith("cert-manager.io"):
+            continue
+        try:
+            kubernetes_validate.validate(o, latest_version(), strict=True)
+        except Exception as e:  # ValidationError, SchemaNotFoundError: both are findings
+            errors.append(f"{o['kind']}/{o['metadata']['name']}: {getattr(e, 'message', e)}")
+    return errors
+
+
+def test_network_policy_admits_only_the_proxy_ports_for_fronting_pods():
+    objs = objects(render({"fronting": {"enabled": True, "upstream": "http://legacy:8080"},
+                           "networkPolicy": {"enabled": True}}))
+    (np,) = by_kind(objs, "NetworkPolicy")
+    assert validate_strict([np]) == []
+    (deploy,) = by_kind(objs, "Deployment")
+    assert np["spec"]["podSelector"]["matchLabels"] == deploy["spec"]["selector"]["matchLabels"]
+    assert np["spec"]["policyTypes"] == ["Ingress"]
+    inbound, admin = np["spec"]["ingress"]
+    assert inbound["ports"] == [{"port": 15080, "protocol": "TCP"}] and "from" not in inbound
+    assert admin["ports"] == [{"port": 15090, "protocol": "TCP"}]
+    assert admin["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    # nothing else: the app's port (8080) is not admitted
+    assert {p["port"] for rule in np["spec"]["ingress"] for p in rule["ports"]} == {15080, 15090}
+
+
+def test_network_policy_for_injected_pods_takes_their_selector_and_peers():
+    values = {"networkPolicy": {"enabled": True, "podSelector": {"matchLabels": {"app": "checkout"}},
+                                "from": [{"namespaceSelector": {"matchLabels": {"team": "shop"}}}],
+                                "metricsFrom": {"podSelector": {"matchLabels": {"app": "prometheus"}}}},
+              "sidetrace": {"ports": {"inbound": 16080, "admin": 16090}}}
+    objs = objects(render(values))
+    (np,) = by_kind(objs, "NetworkPolicy")
+    assert validate_strict([np]) == []
+    assert np["spec"]["podSelector"] == {"matchLabels": {"app": "checkout"}}
+    inbound, admin = np["spec"]["ingress"]
+    assert inbound == {"ports": [{"port": 16080, "protocol": "TCP"}],
+                       "from": [{"namespaceSelector": {"matchLabels": {"team": "shop"}}}]}
+    assert admin["ports"] == [{"port": 16090, "protocol": "TCP"}]
+    assert admin["from"][0]["podSelector"] == {"matchLabels": {"app": "prometheus"}}
+    assert "needs networkPolicy.podSelector" in render_error({"networkPolicy": {"enabled": True}})
+    assert not by_kind(objects(render({})), "NetworkPolicy")  # off by default
