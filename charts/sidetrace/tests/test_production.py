@@ -221,3 +221,70 @@ def test_network_policy_for_injected_pods_takes_their_selector_and_peers():
     assert admin["from"][0]["podSelector"] == {"matchLabels": {"app": "prometheus"}}
     assert "needs networkPolicy.podSelector" in render_error({"networkPolicy": {"enabled": True}})
     assert not by_kind(objects(render({})), "NetworkPolicy")  # off by default
+
+
+# === monitoring that cannot go blind or page on noise ===
+
+def promtool_scenario(groups: list[dict], scenario: dict, tmp_path) -> None:
+    import yaml
+
+    from conftest import run, tool, write_rule_file
+
+    rules = write_rule_file(groups, tmp_path / "rules.yaml", strip_annotations=True)
+    test = {"rule_files": [str(rules)], "evaluation_interval": "1m", "tests": [scenario]}
+    path = tmp_path / "scenario.test.yaml"
+    path.write_text(yaml.safe_dump(test, sort_keys=False))
+    p = run([tool("promtool"), "test", "rules", str(path)], timeout=240)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_quiet_service_with_one_failure_does_not_page(tmp_path):
+    from test_rules import BURN, slo_groups, traffic
+
+    # 3 requests a minute, one of them INTERNAL: a third fails, at 0.05 requests/s.
+    scenario = {"interval": "1m", "input_series": traffic(2, 60, {"INTERNAL": 1}),
+                "alert_rule_test": [{"eval_time": t, "alertname": a, "exp_alerts": []}
+                                    for t in ("10m", "30m") for a in (BURN, "SidetraceInternalFailures")]}
+    promtool_scenario(slo_groups(), scenario, tmp_path)
+    # the same third failing at 0.1 requests/s and above is an outage: it pages
+    busy = {"interval": "1m", "input_series": traffic(4, 60, {"INTERNAL": 2}),
+            "alert_rule_test": [{"eval_time": "10m", "alertname": "SidetraceInternalFailures",
+                                 "exp_alerts": [{"exp_labels": {
+                                     "severity": "page", "failure_category": "INTERNAL",
+                                     "failure_severity": "critical", "namespace": "shop", "service": "checkout",
+                                     "environment": "prod"}}]}]}
+    promtool_scenario(slo_groups(), busy, tmp_path)
+
+
+def test_metrics_absent_alert(tmp_path):
+    from test_rules import SEL, slo_groups
+
+    absent = {"exp_alerts": [{"exp_labels": {"severity": "ticket", "namespace": "shop", "service": "checkout"}}]}
+    scenario = {"interval": "1m",
+                "input_series": [{"series": f'sidetrace_build_info{{{SEL},pod="p1",version="0.1.0"}}',
+                                  "values": "1x20 _x40"}],
+                "alert_rule_test": [
+                    {"eval_time": "20m", "alertname": "SidetraceMetricsAbsent", "exp_alerts": []},
+                    {"eval_time": "33m", "alertname": "SidetraceMetricsAbsent", "exp_alerts": []},  # pending
+                    {"eval_time": "40m", "alertname": "SidetraceMetricsAbsent", **absent},
+                ]}
+    promtool_scenario(slo_groups(), scenario, tmp_path)
+    off = slo_groups({"metricsAbsent": {"enabled": False}})
+    assert "SidetraceMetricsAbsent" not in {r.get("alert") for g in off for r in g["rules"]}
+
+
+@pytest.mark.parametrize("spelling", ["1", "1.0"])
+def test_latency_sli_reads_the_bucket_as_prometheus_2_and_3_write_it(spelling, tmp_path):
+    from test_rules import LAT_BURN, REQ, SEL, burn_alert, counter
+
+    # 20 % of 1000 requests/min slower than 1 s against a 99 % objective: a latency page
+    series = [counter("", 1000, 60), counter(f'le="{spelling}"', 800, 60, name=f"{REQ}_bucket")]
+    scenario = {"interval": "1m", "input_series": series,
+                "alert_rule_test": [{"eval_time": "10m", "alertname": LAT_BURN,
+                                     "exp_alerts": [burn_alert("page", "1h", "5m", "14.4", "latency")]}],
+                "promql_expr_test": [{"expr": "round(sidetrace:slo_latency_errors:ratio_rate5m * 1e6)",
+                                      "eval_time": "10m",
+                                      "exp_samples": [{"labels": f"{{{SEL}}}", "value": 200000}]}]}
+    from test_rules import slo_groups
+
+    promtool_scenario(slo_groups({"latency": {"threshold": 1}}), scenario, tmp_path)
