@@ -362,3 +362,99 @@ async fn answers_the_proxy_makes_itself_have_spans() {
     assert_eq!(s["status"], "ERROR");
     proxy.shutdown();
 }
+
+/// Sends `total` GETs of `path` from 4 keep-alive clients; every one must be
+/// a 200. Returns the latencies' p99.
+async fn p99_of(proxy: &Proxy, path: &str, total: usize) -> std::time::Duration {
+    let url = proxy.url(path);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        let (next, url) = (next.clone(), url.clone());
+        handles.push(tokio::spawn(async move {
+            let client = Client::http1();
+            let mut took = Vec::new();
+            while next.fetch_add(1, Ordering::SeqCst) < total {
+                let start = std::time::Instant::now();
+                assert_eq!(client.get(&url).await.status, StatusCode::OK);
+                took.push(start.elapsed());
+            }
+            took
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    all.sort();
+    all[(all.len() * 99 / 100).min(all.len() - 1)]
+}
+
+/// One proxy, one collector going through faults: up, refusing every export
+/// (gRPC UNAVAILABLE), holding every export (stuck), then up again. Requests
+/// are all answered whatever the collector does, spans beyond the queue are
+/// dropped and counted, and export resumes by itself. The p99 of each phase
+/// is recorded for docs/reliability.md (a figure, not an assertion: timings
+/// of a shared test machine).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collector_faults_cost_requests_nothing_and_export_resumes() {
+    use crate::otlp::Mode;
+    let up = Upstream::echo().await;
+    let otlp = Otlp::grpc().run().await;
+    let yaml = format!(
+        "drain_timeout: 2s\ntracing:\n  export: {{ endpoint: {}, protocol: grpc, batch_size: 50, queue_size: 200, timeout: 60s }}\n",
+        otlp.endpoint()
+    );
+    let proxy = Proxy::from_yaml(&yaml).upstream(up.url()).run().await;
+    let n = 400;
+    p99_of(&proxy, "/warm", 100).await;
+    let rss_before = vm_rss_kb();
+    let healthy = p99_of(&proxy, "/up", n).await;
+    otlp.set_mode(Mode::Unavailable);
+    let refusing = p99_of(&proxy, "/refused", n).await;
+    otlp.set_mode(Mode::Slow(std::time::Duration::from_secs(60)));
+    let stuck = p99_of(&proxy, "/stuck", n).await;
+    let rss_during = vm_rss_kb();
+    let text = metrics(&proxy).await;
+    let queue_full = metric_sum(
+        &text,
+        "sidetrace_spans_dropped_total",
+        &[("reason", "queue_full")],
+    );
+    assert!(
+        queue_full > 0.0,
+        "a stuck collector fills the 200-span queue: {text}"
+    );
+    otlp.set_mode(Mode::Ok);
+    otlp.release();
+    let after = p99_of(&proxy, "/after", 50).await;
+    assert_eventually!(
+        otlp.spans()
+            .iter()
+            .filter(|s| s.str("url.path") == Some("/after"))
+            .count()
+            == 50,
+        "export resumes by itself once the collector is back"
+    );
+    let text = metrics(&proxy).await;
+    let dropped = metric_sum(&text, "sidetrace_spans_dropped_total", &[]);
+    let exported = metric_sum(&text, "sidetrace_spans_exported_total", &[]);
+    let ms = |d: std::time::Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+    crate::report::record(&crate::report::Row {
+        key: "40-collector-faults",
+        situation: "collector up, then refusing every export (UNAVAILABLE), then holding every export, then up again; 400 requests per phase from 4 HTTP/1.1 clients, queue 200 spans",
+        expected: "every request answered 200 in every phase, p99 unchanged, memory bounded by the queue, drops counted, export resumes by itself",
+        measured: format!(
+            "{} sent, 0 failed; p99 up {}, refusing {}, stuck {}, back up {}; {dropped} spans dropped ({queue_full} queue_full), {exported} exported, the 50 after recovery all exported; test-process RSS {} MB before, {} MB while stuck",
+            100 + 3 * n + 50,
+            ms(healthy),
+            ms(refusing),
+            ms(stuck),
+            ms(after),
+            rss_before / 1024,
+            rss_during / 1024
+        ),
+    });
+    proxy.shutdown();
+    otlp.shutdown().await;
+}
