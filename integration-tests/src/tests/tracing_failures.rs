@@ -443,7 +443,7 @@ async fn collector_faults_cost_requests_nothing_and_export_resumes() {
     crate::report::record(&crate::report::Row {
         key: "40-collector-faults",
         situation: "collector up, then refusing every export (UNAVAILABLE), then holding every export, then up again; 400 requests per phase from 4 HTTP/1.1 clients, queue 200 spans",
-        expected: "every request answered 200 in every phase, p99 unchanged, memory bounded by the queue, drops counted, export resumes by itself",
+        expected: "every request answered 200 in every phase, requests never wait for the collector (p99 per phase measured), memory bounded by the queue, drops counted, export resumes by itself",
         measured: format!(
             "{} sent, 0 failed; p99 up {}, refusing {}, stuck {}, back up {}; {dropped} spans dropped ({queue_full} queue_full), {exported} exported, the 50 after recovery all exported; test-process RSS {} MB before, {} MB while stuck",
             100 + 3 * n + 50,
