@@ -288,3 +288,105 @@ def test_latency_sli_reads_the_bucket_as_prometheus_2_and_3_write_it(spelling, t
     from test_rules import slo_groups
 
     promtool_scenario(slo_groups({"latency": {"threshold": 1}}), scenario, tmp_path)
+
+
+# === fronting mode that works in production ===
+
+def restricted_violations(pod: dict) -> list[str]:
+    """The `restricted` Pod Security Standard (v1.30), as the API server's admission checks it."""
+    out = []
+    psc = pod.get("securityContext", {})
+    for c in pod.get("containers", []) + pod.get("initContainers", []):
+        sc = c.get("securityContext", {})
+        name = c["name"]
+        if sc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{name}: allowPrivilegeEscalation must be false")
+        if "ALL" not in sc.get("capabilities", {}).get("drop", []):
+            out.append(f"{name}: capabilities.drop must include ALL")
+        if set(sc.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}:
+            out.append(f"{name}: capabilities.add beyond NET_BIND_SERVICE")
+        if not (sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True):
+            out.append(f"{name}: runAsNonRoot must be true")
+        if sc.get("runAsUser", psc.get("runAsUser")) == 0:
+            out.append(f"{name}: runAsUser 0")
+        if sc.get("privileged"):
+            out.append(f"{name}: privileged")
+        seccomp = sc.get("seccompProfile", psc.get("seccompProfile", {})).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            out.append(f"{name}: seccompProfile must be RuntimeDefault or Localhost")
+    for v in pod.get("volumes", []):
+        allowed = {"configMap", "secret", "emptyDir", "projected", "downwardAPI", "persistentVolumeClaim",
+                   "csi", "ephemeral"}
+        if not (set(v) - {"name"}) <= allowed:
+            out.append(f"volume {v['name']}: type not allowed")
+    return out
+
+
+def pods_of(objs: list[dict]) -> list[tuple[str, dict]]:
+    out = []
+    for o in objs:
+        if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            out.append((o["metadata"]["name"], o["spec"]["template"]["spec"]))
+        elif o["kind"] == "CronJob":
+            out.append((o["metadata"]["name"], o["spec"]["jobTemplate"]["spec"]["template"]["spec"]))
+    return out
+
+
+@pytest.mark.parametrize("values", [
+    {"fronting": {"enabled": True, "app": {"image": {"repository": "ghcr.io/acme/app"}}},
+     "webhook": {"enabled": True, "certManager": True}},
+    {"fronting": {"enabled": True, "upstream": "http://legacy:8080"}},
+], ids=["fronting-app+webhook", "fronting-upstream"])
+def test_every_pod_passes_the_restricted_profile(values):
+    pods = pods_of(objects(render(values)))
+    assert len(pods) >= 1
+    for name, pod in pods:
+        assert restricted_violations(pod) == [], name
+
+
+def test_example_chart_pods_pass_the_restricted_profile(example_render):
+    pods = pods_of(objects(example_render))
+    assert len(pods) == 2
+    for name, pod in pods:
+        assert restricted_violations(pod) == [], name
+
+
+def test_restricted_check_finds_violations():
+    bad = {"containers": [{"name": "x", "securityContext": {"privileged": True}}],
+           "volumes": [{"name": "h", "hostPath": {"path": "/"}}]}
+    found = restricted_violations(bad)
+    assert len(found) == 6, found
+
+
+def test_fronting_app_is_probed_and_rolled_on_config_change():
+    values = {"fronting": {"enabled": True, "app": {"image": {"repository": "ghcr.io/acme/app"}}}}
+    objs = objects(render(values))
+    (deploy,) = by_kind(objs, "Deployment")
+    pod = deploy["spec"]["template"]["spec"]
+    (app,) = pod["containers"]
+    assert app["readinessProbe"]["tcpSocket"] == {"port": "app"}
+    assert app["livenessProbe"]["tcpSocket"] == {"port": "app"}
+    assert deploy["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"] == "app"
+    checksum = deploy["spec"]["template"]["metadata"]["annotations"]["checksum/sidetrace-config"]
+    changed = objects(render({**values, "sidetrace": {"config": {"routes": [{"prefix": "/a", "name": "a"}]}}}))
+    assert by_kind(changed, "Deployment")[0]["spec"]["template"]["metadata"]["annotations"][
+        "checksum/sidetrace-config"] != checksum
+    same = objects(render(values))
+    assert by_kind(same, "Deployment")[0]["spec"]["template"]["metadata"]["annotations"][
+        "checksum/sidetrace-config"] == checksum
+    custom = objects(render({"fronting": {"enabled": True, "app": {
+        "image": {"repository": "ghcr.io/acme/app"}, "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "app"}}}}}))
+    (app,) = by_kind(custom, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
+    assert app["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert app["readinessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+@pytest.mark.parametrize("values, expected", [
+    ({"fronting": {"enabled": True, "autoscaling": {"enabled": True},
+                   "app": {"image": {"repository": "ghcr.io/acme/app"}}}}, "set fronting.app.resources.requests.cpu"),
+    ({"fronting": {"enabled": True, "autoscaling": {"enabled": True}, "upstream": "http://legacy:8080"},
+      "sidetrace": {"resources": {"requests": {"cpu": None}}}}, "set sidetrace.resources.requests.cpu"),
+])
+def test_hpa_without_cpu_requests_is_refused(values, expected):
+    assert expected in render_error(values)
