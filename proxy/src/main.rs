@@ -29,10 +29,22 @@ fn main() -> ExitCode {
         eprintln!("sidetrace: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    // A sidecar shares the node with the app it fronts: a fixed, small number of workers (as
+    // meshes cap their proxies), not one per node CPU. The other commands keep tokio's default.
+    if matches!(cli.command, Command::Run(_)) {
+        match worker_threads(std::env::var("SIDETRACE_WORKER_THREADS").ok().as_deref()) {
+            Ok(n) => {
+                builder.worker_threads(n);
+            }
+            Err(e) => {
+                eprintln!("sidetrace: invalid configuration: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sidetrace: cannot start the runtime: {e}");
@@ -56,6 +68,20 @@ fn main() -> ExitCode {
         Command::Webhook(args) => {
             runtime.block_on(sidetrace::webhook::run(args, wait_for_signal()))
         }
+    }
+}
+
+/// Worker threads of `run`: `SIDETRACE_WORKER_THREADS`, default 2.
+fn worker_threads(value: Option<&str>) -> Result<usize, String> {
+    const DEFAULT: usize = 2;
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(DEFAULT),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=1024).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "SIDETRACE_WORKER_THREADS: {v:?} is not a number of worker threads from 1 to 1024"
+            )),
+        },
     }
 }
 
@@ -105,6 +131,10 @@ async fn run(args: RunArgs, env: HashMap<String, String>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    tracing::info!(
+        worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
+        "runtime"
+    );
     let trigger = running.trigger();
     let delay = running.drain_delay;
     tokio::spawn(async move {

@@ -366,6 +366,51 @@ fn a_bad_drain_delay_is_a_config_error() {
     );
 }
 
+/// The `worker_threads` the runtime reports in its start-up log line.
+fn workers_reported(env: Option<&str>) -> u64 {
+    let inbound = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--inbound", &inbound, "--admin", &admin])
+        .env_remove("SIDETRACE_WORKER_THREADS")
+        .stdout(Stdio::piped());
+    if let Some(n) = env {
+        cmd.env("SIDETRACE_WORKER_THREADS", n);
+    }
+    let mut proxy = cmd.spawn().unwrap();
+    let lines = BufReader::new(proxy.stdout.take().unwrap()).lines();
+    let mut found = None;
+    for line in lines.map_while(Result::ok) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if let Some(n) = v["fields"]["worker_threads"]
+            .as_u64()
+            .or(v["worker_threads"].as_u64())
+        {
+            found = Some(n);
+            break;
+        }
+    }
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    found.expect("a log line with worker_threads")
+}
+
+#[test]
+fn run_has_two_worker_threads_unless_told_otherwise() {
+    assert_eq!(workers_reported(None), 2);
+    assert_eq!(workers_reported(Some("3")), 3);
+    let out = Command::new(BIN)
+        .args(["run"])
+        .env("SIDETRACE_WORKER_THREADS", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("SIDETRACE_WORKER_THREADS"), "{stderr}");
+}
+
 #[test]
 fn demo_sends_each_kind_of_traffic_and_exits_with_once() {
     let ports: Vec<String> = (0..3).map(|_| free_port().to_string()).collect();
@@ -410,7 +455,9 @@ fn demo_sends_each_kind_of_traffic_and_exits_with_once() {
     // A person's summary first, no log lines, and no URLs of a demo that
     // has already stopped.
     assert!(
-        stdout.trim_start().starts_with("sidetrace demo: sample traffic"),
+        stdout
+            .trim_start()
+            .starts_with("sidetrace demo: sample traffic"),
         "{stdout}"
     );
     assert!(!stdout.contains("{\""), "JSON log lines: {stdout}");
