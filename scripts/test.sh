@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # The one test command: installs the real peers the tests use, then runs
-# formatting, lints, docs, every Rust test, the trace viewer's browser tests
-# and the Helm chart's suite.
+# formatting, lints, docs, every Rust test and the Helm chart's suite.
 # Works on a fresh Debian machine with Rust; CI calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,18 +47,11 @@ log "cargo test"
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
 
-# The propagation parsers' fuzz targets, briefly, where cargo-fuzz (and a
-# nightly toolchain) is installed; a crash fails the run.
-if cargo fuzz --version >/dev/null 2>&1 && rustup toolchain list 2>/dev/null | grep -q nightly; then
-  log "fuzzing the propagation parsers (10 s per target)"
-  (cd filters/fuzz && for target in $(cargo +nightly fuzz list); do
-    cargo +nightly fuzz run "$target" -- -max_total_time=10 -rss_limit_mb=1024
-  done)
-fi
-
-# The trace viewer in Debian's Chromium (installs chromium and playwright-core itself).
-log "trace viewer in a browser"
-SIDETRACE_BIN="$PWD/target/debug/sidetrace" bash scripts/test-browser.sh
+# Supply chain (cargo deny), a 60 s soak, the measured figures into
+# docs/reliability.md, and every fuzz target for a bounded time; it installs
+# cargo-deny and cargo-fuzz, and says so when fuzzing cannot run.
+log "reliability"
+bash scripts/test-reliability.sh
 
 if [ -x scripts/test-chart.sh ]; then
   log "helm chart"
