@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command: installs the real peers the tests use, then runs
-# formatting, lints, docs, every Rust test and the Helm chart's suite.
+# formatting, lints, docs, every Rust test, the trace viewer's browser tests
+# and the Helm chart's suite.
 # Works on a fresh Debian machine with Rust; CI calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +53,10 @@ cargo test --workspace --locked
 # cargo-deny and cargo-fuzz, and says so when fuzzing cannot run.
 log "reliability"
 bash scripts/test-reliability.sh
+
+# The trace viewer in Debian's Chromium (installs chromium and playwright-core itself).
+log "trace viewer in a browser"
+SIDETRACE_BIN="$PWD/target/debug/sidetrace" bash scripts/test-browser.sh
 
 if [ -x scripts/test-chart.sh ]; then
   log "helm chart"
