@@ -60,7 +60,7 @@ for crate in filters/fuzz proxy/fuzz; do
   log "fuzzing $crate (${fuzz_seconds} s per target)"
   (
     cd "$crate"
-    cargo +nightly fuzz build --quiet
+    cargo +nightly fuzz build
     for target in $(cargo +nightly fuzz list); do
       corpus="corpus/$target"
       mkdir -p "$corpus"
