@@ -2,7 +2,8 @@
 //! sampling, span start/finish, inject (all default formats, and each format
 //! alone, and one format through the OpenTelemetry API), and the whole trace
 //! layer around a trivial service (span queued into the bounded channel,
-//! access log off).
+//! access log off), also with an access record queued for the OTLP logs
+//! pipeline (`logs.access: all`, and `errors` for a request that succeeds).
 //!
 //! Run: `cargo bench -p sidetrace-filters --bench trace`. OTLP encoding
 //! happens in the export task, off the request path; it is measured by the
@@ -18,8 +19,8 @@ use filters::{
     classify::GrpcCode,
     trace::{
         propagation::{extract, inject, InjectContext, Propagators},
-        Outcome, SamplerConfig, SpanKind, SpanRecord, SpanSink, TraceId, TraceLayer, TraceMetrics,
-        TraceOptions, TraceSettings, TracingConfig,
+        AccessMode, LogSink, Outcome, SamplerConfig, SpanKind, SpanRecord, SpanSink, TraceId,
+        TraceLayer, TraceMetrics, TraceOptions, TraceSettings, TracingConfig,
     },
 };
 use futures_util::FutureExt;
@@ -248,6 +249,30 @@ fn sampling_and_span(c: &mut Criterion) {
     });
 }
 
+/// The access record alone: built from a finished span, queued and taken
+/// off the queue, as the request path and the logs pipeline do.
+fn access_record(c: &mut Criterion) {
+    use filters::trace::{span::Host, AccessRecord, LogRecord};
+    let mut span = SpanRecord::start(SpanKind::Server, TraceId::random(), http::Method::GET);
+    span.path = Some(http::uri::PathAndQuery::from_static("/api/orders/42"));
+    span.host = Some(Host::Header(HeaderValue::from_static(
+        "checkout.local:8080",
+    )));
+    span.upstream = Some("127.0.0.1:8080".parse().expect("authority"));
+    span.client_address = Some(([10, 0, 0, 7], 51544).into());
+    span.finish(&Outcome {
+        status: Some(StatusCode::OK),
+        ..Outcome::default()
+    });
+    let (logs, mut rx) = LogSink::channel(1024, metrics::Counter::noop());
+    c.bench_function("access/record_queue_and_take", |b| {
+        b.iter(|| {
+            black_box(logs.send(LogRecord::Access(AccessRecord::new(black_box(&span)))));
+            black_box(rx.try_recv().is_ok())
+        })
+    });
+}
+
 fn layer(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -280,6 +305,52 @@ fn layer(c: &mut Criterion) {
             black_box(rx.try_recv().is_ok())
         })
     });
+    // The same request with and without an access record for the logs
+    // pipeline, the layers otherwise alike: what `logs.access` costs a
+    // request that succeeds (`errors` skips it after one check).
+    for mode in [None, Some(AccessMode::All), Some(AccessMode::Errors)] {
+        let settings = TraceSettings::new(&cfg, &[], TraceMetrics::noop())
+            .expect("settings")
+            .with_access(mode.unwrap_or_default(), false);
+        let (spans, mut span_rx) = SpanSink::channel(1024, metrics::Counter::noop());
+        let (logs, mut log_rx) = match mode {
+            Some(_) => {
+                let (tx, rx) = LogSink::channel(1024, metrics::Counter::noop());
+                (tx, Some(rx))
+            }
+            None => (LogSink::discard(), None),
+        };
+        let layer = TraceLayer::new(
+            TraceOptions::server("http", Some("127.0.0.1:8080".parse().expect("authority")))
+                .client_address(|_| Some(([10, 0, 0, 7], 51544).into())),
+            Arc::new(settings),
+            spans,
+        )
+        .logging_to(logs);
+        let mut svc = layer.layer(service_fn(|_req: filters::Request| async {
+            Ok::<_, Infallible>(http::Response::new(filters::full_body("ok")))
+        }));
+        let name = format!(
+            "layer/access_record/{}",
+            mode.map_or("no_logs_export", AccessMode::as_str)
+        );
+        c.bench_function(&name, |b| {
+            b.iter(|| {
+                let mut req = http::Request::new(filters::empty_body());
+                *req.uri_mut() = http::Uri::from_static("/api/orders/42");
+                *req.headers_mut() = headers.clone();
+                let resp = svc
+                    .call(req)
+                    .now_or_never()
+                    .expect("ready")
+                    .expect("infallible");
+                let body = resp.into_body().collect().now_or_never().expect("ready");
+                black_box(body.is_ok());
+                black_box(span_rx.try_recv().is_ok());
+                black_box(log_rx.as_mut().map(|rx| rx.try_recv().is_ok()))
+            })
+        });
+    }
     c.bench_function("layer/baseline_headers_clone_only", |b| {
         b.iter(|| {
             let mut req = http::Request::new(filters::empty_body());
@@ -293,6 +364,6 @@ fn layer(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default();
-    targets = propagation, per_format, through_otel_api, sampling_and_span, layer
+    targets = propagation, per_format, through_otel_api, sampling_and_span, access_record, layer
 }
 criterion_main!(benches);

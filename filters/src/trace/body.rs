@@ -4,7 +4,8 @@
 //! and runs once when the body ends (gRPC status from the trailers), fails,
 //! or is dropped by a client that went away (`error.type=cancelled`, not a
 //! failure). It then runs the `on_end` hooks, the tail sampling decision,
-//! writes the access log line and queues the span if sampled.
+//! writes the access log line and queues the access record (when the access
+//! mode selects the request) and the span (if sampled).
 
 use std::{
     panic::{catch_unwind, AssertUnwindSafe},
@@ -22,6 +23,7 @@ use super::{
     context::hex_str,
     hooks::PanicSource,
     layer::{run_on_panic, InFlight},
+    logs::{AccessRecord, LogRecord},
     span::{EndAttributes, Outcome, SpanRecord},
 };
 use crate::{
@@ -157,11 +159,17 @@ impl OnEos for SpanEnd {
             .tail(inflight.decision, record.failure.as_ref());
         record.sampled = decision.sampled;
         record.sampling_reason = decision.reason;
-        if inflight.access_log {
-            access_log(record);
+        if inflight.settings.access_mode.selects(record) {
+            if inflight.access_log {
+                access_log(record);
+            }
+            let logs = &inflight.sinks.logs;
+            if logs.is_enabled() {
+                logs.send(LogRecord::Access(AccessRecord::new(record)));
+            }
         }
         if record.sampled {
-            inflight.sink.send(inflight.record);
+            inflight.sinks.spans.send(inflight.record);
         }
     }
 }

@@ -16,7 +16,7 @@
 //! [`TracingConfig::validate`] names the field it rejects. The library never
 //! reads the process environment: callers pass it as a map.
 
-use std::{collections::HashMap, fmt, path::PathBuf, time::Duration};
+use std::{collections::HashMap, fmt};
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
@@ -24,12 +24,14 @@ use super::{
     context::TraceId,
     propagation::{Propagator, Propagators},
 };
-use crate::{registry::ConfigError, secret::SecretHeaders};
+use crate::registry::ConfigError;
 
 mod capture;
+mod export;
 
-pub use self::capture::{
-    is_builtin_secret, CaptureConfig, BUILTIN_REDACT, BUILTIN_REDACT_FRAGMENTS,
+pub use self::{
+    capture::{is_builtin_secret, CaptureConfig, BUILTIN_REDACT, BUILTIN_REDACT_FRAGMENTS},
+    export::{ExportConfig, ExportFields, ExportProtocol, ExportTlsConfig},
 };
 
 /// `tracing:`.
@@ -88,66 +90,6 @@ pub enum SamplerKind {
     Ratio,
     /// Respect the caller's decision; otherwise sample.
     ParentAlwaysOn,
-}
-
-/// `tracing.export:`.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ExportConfig {
-    /// Collector base URL (e.g. `http://otel-collector:4317`); none means
-    /// the embedded store. Rendered without userinfo or query.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "crate::secret::serialize_url"
-    )]
-    pub endpoint: Option<String>,
-    /// OTLP transport.
-    pub protocol: ExportProtocol,
-    /// Spans per export request.
-    pub batch_size: usize,
-    /// Spans waiting for export before new ones are dropped.
-    pub queue_size: usize,
-    /// Extra request headers (e.g. an API key); rendered with every value
-    /// `[REDACTED]`.
-    pub headers: SecretHeaders,
-    /// Time allowed per export attempt.
-    #[serde(with = "crate::duration")]
-    pub timeout: Duration,
-    /// gzip the export body.
-    pub gzip: bool,
-    /// Trust and client certificate for an `https://` collector.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls: Option<ExportTlsConfig>,
-}
-
-/// `tracing.export.tls:`: files for an `https://` collector. The CA bundle
-/// is trusted in addition to the system roots, as
-/// `OTEL_EXPORTER_OTLP_CERTIFICATE` is; the environment variables win.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExportTlsConfig {
-    /// PEM CA bundle that verifies the collector.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ca: Option<PathBuf>,
-    /// PEM client certificate chain, for a collector that requires mTLS.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cert: Option<PathBuf>,
-    /// PEM private key of `cert`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub key: Option<PathBuf>,
-}
-
-/// OTLP transport.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-pub enum ExportProtocol {
-    /// OTLP/gRPC (`TraceService/Export`), usually port 4317.
-    #[serde(rename = "grpc")]
-    Grpc,
-    /// OTLP/HTTP with protobuf bodies (`/v1/traces`), usually port 4318;
-    /// the OpenTelemetry default.
-    #[default]
-    #[serde(rename = "http/protobuf")]
-    HttpProtobuf,
 }
 
 /// One entry of `routes:`.
@@ -230,42 +172,7 @@ impl TracingConfig {
                 return err("tracing.propagators", format!("{p} is listed twice"));
             }
         }
-        let e = &self.export;
-        if let Some(endpoint) = &e.endpoint {
-            validate_endpoint(endpoint).or_else(|m| err("tracing.export.endpoint", m))?;
-        }
-        if e.queue_size == 0 || e.queue_size > 1 << 20 {
-            return err(
-                "tracing.export.queue_size",
-                format!("{} is not between 1 and 1048576", e.queue_size),
-            );
-        }
-        if e.batch_size == 0 || e.batch_size > e.queue_size {
-            return err(
-                "tracing.export.batch_size",
-                format!(
-                    "{} is not between 1 and queue_size ({})",
-                    e.batch_size, e.queue_size
-                ),
-            );
-        }
-        if e.timeout.is_zero() {
-            return err("tracing.export.timeout", "must be more than 0s".into());
-        }
-        for (k, v) in &e.headers {
-            if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
-                return err(
-                    "tracing.export.headers",
-                    format!("{k:?} is not a header name"),
-                );
-            }
-            if http::HeaderValue::from_str(v).is_err() {
-                return err(
-                    "tracing.export.headers",
-                    format!("value of {k:?} is not a header value"),
-                );
-            }
-        }
+        self.export.check(&ExportFields::TRACING)?;
         let c = &self.capture;
         for (field, list) in [
             ("tracing.capture.request_headers", &c.request_headers),
@@ -318,20 +225,6 @@ impl TracingConfig {
         }
         Ok(())
     }
-}
-
-fn validate_endpoint(endpoint: &str) -> Result<(), String> {
-    let uri: http::Uri = endpoint
-        .parse()
-        .map_err(|e| format!("{endpoint:?} is not a URL: {e}"))?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        _ => return Err(format!("{endpoint:?} must start with http:// or https://")),
-    }
-    if uri.authority().is_none() {
-        return Err(format!("{endpoint:?} has no host"));
-    }
-    Ok(())
 }
 
 /// Validates the `routes:` list: prefixes start with `/`, names are not
@@ -413,36 +306,6 @@ impl SamplerConfig {
             max_per_second: base.max_per_second,
             keep_errors: base.keep_errors,
         })
-    }
-}
-
-// === impl ExportConfig ===
-
-impl Default for ExportConfig {
-    fn default() -> Self {
-        Self {
-            endpoint: None,
-            protocol: ExportProtocol::default(),
-            batch_size: 512,
-            queue_size: 8192,
-            headers: SecretHeaders::default(),
-            timeout: Duration::from_secs(10),
-            gzip: false,
-            tls: None,
-        }
-    }
-}
-
-// === impl ExportProtocol ===
-
-impl ExportProtocol {
-    /// Parses `OTEL_EXPORTER_OTLP_PROTOCOL`.
-    pub fn from_otel(value: &str) -> Option<Self> {
-        match value.trim() {
-            "grpc" => Some(Self::Grpc),
-            "http/protobuf" => Some(Self::HttpProtobuf),
-            _ => None,
-        }
     }
 }
 

@@ -25,6 +25,7 @@ use super::{
     hooks::{
         CaptureHeaders, DebugPanic, Exceptions, PanicInfo, PanicSource, RouteNaming, SpanHooks,
     },
+    logs::{AccessMode, LogSink},
     propagation::{self, custom::CustomPropagators, xray, InjectContext, Propagator, Propagators},
     sampler::{Decision, Sampler},
     sink::SpanSink,
@@ -51,6 +52,7 @@ pub struct TraceSettings {
     pub(crate) hooks: Vec<Arc<dyn SpanHooks>>,
     pub(crate) metrics: TraceMetrics,
     pub(crate) access_log: bool,
+    pub(crate) access_mode: AccessMode,
 }
 
 /// Per-listener facts that do not come from the tracing config.
@@ -84,7 +86,13 @@ pub struct Trace<S> {
 struct Shared {
     options: TraceOptions,
     settings: ArcSwap<TraceSettings>,
-    sink: SpanSink,
+    sinks: Arc<Sinks>,
+}
+
+/// Where finished requests go: one `Arc` cloned per request for both.
+pub(crate) struct Sinks {
+    pub(crate) spans: SpanSink,
+    pub(crate) logs: LogSink,
 }
 
 pin_project! {
@@ -120,7 +128,7 @@ pub(crate) struct InFlight {
     pub(crate) record: SpanRecord,
     pub(crate) decision: Decision,
     pub(crate) settings: Arc<TraceSettings>,
-    pub(crate) sink: SpanSink,
+    pub(crate) sinks: Arc<Sinks>,
     pub(crate) request_bytes: RequestBytes,
     pub(crate) access_log: bool,
     pub(crate) panicked: bool,
@@ -165,7 +173,16 @@ impl TraceSettings {
             hooks,
             metrics,
             access_log: config.access_log,
+            access_mode: AccessMode::All,
         })
+    }
+
+    /// Which requests get an access-log entry (`logs.access`); `stdout`
+    /// false keeps the JSON line off stdout whatever `access_log` says.
+    pub fn with_access(mut self, mode: AccessMode, stdout: bool) -> Self {
+        self.access_mode = mode;
+        self.access_log &= stdout;
+        self
     }
 
     /// Adds a hook after the built-ins.
@@ -223,7 +240,26 @@ impl TraceLayer {
             shared: Arc::new(Shared {
                 options,
                 settings: ArcSwap::new(settings),
-                sink,
+                sinks: Arc::new(Sinks {
+                    spans: sink,
+                    logs: LogSink::discard(),
+                }),
+            }),
+        }
+    }
+
+    /// Also queues an access record into `logs` for every request the
+    /// settings' [`AccessMode`] selects.
+    pub fn logging_to(self, logs: LogSink) -> Self {
+        let shared = &self.shared;
+        Self {
+            shared: Arc::new(Shared {
+                options: shared.options.clone(),
+                settings: ArcSwap::new(shared.settings.load_full()),
+                sinks: Arc::new(Sinks {
+                    spans: shared.sinks.spans.clone(),
+                    logs,
+                }),
             }),
         }
     }
@@ -338,7 +374,7 @@ where
             decision,
             access_log: settings.access_log,
             settings,
-            sink: self.shared.sink.clone(),
+            sinks: self.shared.sinks.clone(),
             request_bytes,
             panicked: false,
             trace_header: HeaderValue::from_static(""),

@@ -44,6 +44,11 @@
 //! the inner service runs; it costs nothing unless that target is enabled
 //! (`RUST_LOG=info,sidetrace::request=debug`). At the default level,
 //! correlate through the access log line, which always carries both ids.
+//!
+//! With [`TraceLayer::logging_to`], the access log also goes to a bounded
+//! [`LogSink`] as one [`AccessRecord`] per request (which requests:
+//! [`AccessMode`], set with [`TraceSettings::with_access`]), for the proxy's
+//! OpenTelemetry logs pipeline.
 
 mod body;
 pub mod config;
@@ -51,6 +56,7 @@ pub mod context;
 mod counters;
 pub mod hooks;
 mod layer;
+pub mod logs;
 pub mod otel;
 pub mod propagation;
 pub mod sampler;
@@ -67,6 +73,7 @@ pub use self::{
     counters::{names, TraceMetrics},
     hooks::{PanicInfo, PanicSource, SpanHooks},
     layer::{ResponseFuture, Trace, TraceLayer, TraceOptions, TraceSettings, X_TRACE_ID},
+    logs::{AccessMode, AccessRecord, EventRecord, FieldValue, LogReceiver, LogRecord, LogSink},
     sampler::{Decision, Sampler, SamplingReason},
     sink::{SpanReceiver, SpanSink},
     span::{EndAttributes, Outcome, SpanKind, SpanRecord, SpanStatus},

@@ -508,3 +508,72 @@ fn layer_types_fit_a_shared_hyper_stack() {
     send::<ResponseFuture<<Inner as Service<Request>>::Future>>();
     send::<SpanRecord>();
 }
+
+#[tokio::test]
+async fn access_records_follow_the_access_mode() {
+    let h = harness(SpanKind::Server, "{}", &[], 16);
+    let (logs, mut records) = LogSink::channel(16, metrics::Counter::noop());
+    let layer = h.layer.logging_to(logs);
+    let svc = layer.layer(service_fn(|req: Request| async move {
+        let status = if req.uri().path() == "/missing" {
+            404
+        } else {
+            200
+        };
+        let mut resp = http::Response::new(crate::full_body("hello"));
+        *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+        Ok::<_, Infallible>(resp)
+    }));
+    let call = |path: &'static str| {
+        let svc = svc.clone();
+        async move {
+            let resp = svc
+                .oneshot(get(path, &[("traceparent", TP)]))
+                .await
+                .unwrap();
+            let _ = resp.into_body().collect().await.unwrap();
+        }
+    };
+    call("/ok?secret=1").await;
+    let LogRecord::Access(r) = records.try_recv().unwrap() else {
+        panic!("an access record")
+    };
+    assert_eq!(r.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(r.status, Some(StatusCode::OK));
+    assert_eq!(r.response_bytes, 5);
+    assert!(r.sampled, "the caller's sampled flag");
+    assert_eq!(r.client_address.unwrap().to_string(), "10.1.2.3:4567");
+    assert_eq!(r.upstream.as_ref().unwrap().as_str(), "127.0.0.1:8080");
+
+    // Errors only: the 200 has no entry, the 404 has one.
+    let off: TracingConfig = serde_saphyr::from_str("{}").unwrap();
+    let settings = TraceSettings::new(&off, &[], TraceMetrics::noop()).unwrap();
+    layer.reload(Arc::new(settings.with_access(AccessMode::Errors, true)));
+    call("/ok").await;
+    call("/missing").await;
+    let LogRecord::Access(r) = records.try_recv().unwrap() else {
+        panic!("an access record")
+    };
+    assert_eq!(r.status, Some(StatusCode::NOT_FOUND));
+    assert_eq!(r.failure.unwrap().category, FailureCategory::Validation);
+    assert!(records.try_recv().is_err(), "nothing for the 200");
+
+    // Sampled only: an unsampled caller's request has no entry.
+    let settings = TraceSettings::new(&off, &[], TraceMetrics::noop()).unwrap();
+    layer.reload(Arc::new(settings.with_access(AccessMode::Sampled, false)));
+    let resp = svc
+        .clone()
+        .oneshot(get(
+            "/ok",
+            &[(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+            )],
+        ))
+        .await
+        .unwrap();
+    let _ = resp.into_body().collect().await.unwrap();
+    assert!(records.try_recv().is_err(), "the span is not sampled");
+    call("/ok").await;
+    assert!(matches!(records.try_recv(), Ok(LogRecord::Access(_))));
+}
