@@ -207,10 +207,21 @@ before the app, keeps running, and does not keep a Job or CronJob pod from compl
 {{- include "sidetrace.sidecar.volumes" (include "sidetrace.sidecarContext" (dict "v" $v "top" .) | fromJson) -}}
 {{- end }}
 
-{{/* prometheus.io/* scrape annotations for the pod (map entries of metadata.annotations). */}}
+{{/* Whether pods carry the prometheus.io/* annotations: monitoring.annotations, unless a
+PodMonitor or ServiceMonitor scrapes them already (annotation discovery would count every series
+twice). `sidetrace inject` decides the same way (proxy/src/inject/values.rs). "true" or "". */}}
+{{- define "sidetrace.scrapeAnnotations" -}}
+{{- $m := .monitoring -}}
+{{- if and $m.annotations (not $m.podMonitor.enabled) (not $m.serviceMonitor.enabled) -}}true{{- end -}}
+{{- end }}
+
+{{/* prometheus.io/* scrape annotations for the pod (map entries of metadata.annotations); none
+when a PodMonitor or ServiceMonitor is enabled. */}}
 {{- define "sidetrace.podAnnotations" -}}
 {{- $v := include "sidetrace.values" . | fromYaml -}}
+{{- if include "sidetrace.scrapeAnnotations" $v -}}
 {{- include "sidetrace.sidecar.annotations" (include "sidetrace.sidecarContext" (dict "v" $v "top" .) | fromJson) -}}
+{{- end -}}
 {{- end }}
 
 {{/* ===== SLO rule helpers ===== */}}

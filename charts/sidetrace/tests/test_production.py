@@ -122,7 +122,7 @@ def everything_on() -> dict:
                          "podDisruptionBudget": {"enabled": True},
                          "autoscaling": {"enabled": True}},
             "webhook": {"enabled": True, "certManager": True},
-            "monitoring": {"podMonitor": {"enabled": True}, "serviceMonitor": {"enabled": True}},
+            "monitoring": {"serviceMonitor": {"enabled": True}},
             "slo": {"enabled": True}, "dashboards": {"enabled": True},
             "alertmanager": {"configMap": True}, "networkPolicy": {"enabled": True}}
 
@@ -390,3 +390,28 @@ def test_fronting_app_is_probed_and_rolled_on_config_change():
 ])
 def test_hpa_without_cpu_requests_is_refused(values, expected):
     assert expected in render_error(values)
+
+
+def test_one_scrape_path_per_proxy():
+    both = {"fronting": {"enabled": True, "upstream": "http://legacy:8080"},
+            "monitoring": {"podMonitor": {"enabled": True}, "serviceMonitor": {"enabled": True}}}
+    assert "counted twice" in render_error(both)
+    for monitor in ("podMonitor", "serviceMonitor"):
+        objs = objects(render({"fronting": {"enabled": True, "upstream": "http://legacy:8080"},
+                               "monitoring": {monitor: {"enabled": True}}}))
+        ann = by_kind(objs, "Deployment")[0]["spec"]["template"]["metadata"]["annotations"]
+        assert not any(k.startswith("prometheus.io/") for k in ann), (monitor, ann)
+    plain = objects(render({"fronting": {"enabled": True, "upstream": "http://legacy:8080"}}))
+    ann = by_kind(plain, "Deployment")[0]["spec"]["template"]["metadata"]["annotations"]
+    assert ann["prometheus.io/scrape"] == "true"
+
+
+def test_example_with_a_pod_monitor_has_no_scrape_annotations(example_render):
+    objs = objects(example_render)
+    assert by_kind(objs, "PodMonitor")
+    for name, pod in pods_of(objs):
+        owner = [o for o in objs if o["metadata"]["name"] == name][0]
+        tmpl = owner["spec"]["template"] if owner["kind"] == "Deployment" else \
+            owner["spec"]["jobTemplate"]["spec"]["template"]
+        ann = tmpl["metadata"].get("annotations") or {}
+        assert not any(k.startswith("prometheus.io/") for k in ann), (name, ann)

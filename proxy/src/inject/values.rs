@@ -171,10 +171,14 @@ impl ChartValues {
         let service_name = [string("serviceName")?, string("config.service.name")?]
             .into_iter()
             .find(|s| !s.is_empty());
+        // As `sidetrace.scrapeAnnotations`: a PodMonitor or ServiceMonitor scrapes the pods
+        // already, and annotation discovery would count every series twice.
+        let on = |key: &str| matches!(self.root.at(key), Some(Value::Bool(true)));
         let scrape_annotations = !matches!(
             self.root.at("monitoring.annotations"),
             Some(Value::Bool(false))
-        );
+        ) && !on("monitoring.podMonitor.enabled")
+            && !on("monitoring.serviceMonitor.enabled");
         let mut shared = Map::new();
         shared.insert("sidetrace".into(), st.clone());
         shared.insert("image".into(), image.into());
@@ -327,6 +331,8 @@ mod tests {
         );
         assert_eq!(r.service_name.as_deref(), Some("orders"));
         assert!(!r.scrape_annotations);
+        let monitored = values("monitoring: {podMonitor: {enabled: true}}\n");
+        assert!(!monitored.resolve("shop").unwrap().scrape_annotations);
         assert_eq!(
             r.shared.get("resourceAttributes").unwrap().as_str(),
             Some("k8s.pod.name=$(K8S_POD_NAME),k8s.namespace.name=$(K8S_NAMESPACE_NAME),k8s.node.name=$(K8S_NODE_NAME),deployment.environment.name=dev,b.c=2,team=a")
