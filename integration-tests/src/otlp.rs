@@ -1,6 +1,7 @@
-//! A real OTLP trace receiver: a tonic `TraceService` gRPC server or an
-//! OTLP/HTTP `POST /v1/traces` endpoint (hyper), decoding every export
-//! request it gets.
+//! A real OTLP receiver for traces and logs, as a collector is: a tonic
+//! gRPC server with `TraceService` and `LogsService`, or OTLP/HTTP
+//! `POST /v1/traces` and `POST /v1/logs` (hyper), decoding every export
+//! request it gets with the official messages (logs: [`logs`]).
 //!
 //! ```no_run
 //! # async fn doc() {
@@ -43,10 +44,14 @@ use tokio::{
 };
 
 mod http_server;
+pub mod logs;
 mod tls;
 
-pub use self::tls::TlsConnection;
 use self::tls::TlsOptions;
+pub use self::{
+    logs::{ReceivedLog, ReceivedLogs},
+    tls::TlsConnection,
+};
 use crate::pki::Leaf;
 
 /// How the receiver answers exports.
@@ -121,6 +126,8 @@ struct Shared {
     decode_errors: watch::Sender<Vec<String>>,
     tls_connections: watch::Sender<Vec<TlsConnection>>,
     handshake_failures: AtomicUsize,
+    logs: watch::Sender<Vec<ReceivedLogs>>,
+    log_attempts: AtomicUsize,
 }
 
 // === impl Otlp ===
@@ -196,7 +203,7 @@ impl Otlp {
         self.shared.release.notify_waiters();
     }
 
-    /// Export calls received so far, taken or not.
+    /// Trace export calls received so far, taken or not (logs: [`Otlp::log_attempts`]).
     pub fn attempts(&self) -> usize {
         self.shared.attempts.load(Ordering::SeqCst)
     }
@@ -361,6 +368,8 @@ impl OtlpBuilder {
             decode_errors: watch::channel(Vec::new()).0,
             tls_connections: watch::channel(Vec::new()).0,
             handshake_failures: AtomicUsize::new(0),
+            logs: watch::channel(Vec::new()).0,
+            log_attempts: AtomicUsize::new(0),
         });
         shared.set_mode(self.mode);
         let (stop, stopped) = oneshot::channel::<()>();
@@ -375,9 +384,11 @@ impl OtlpBuilder {
             )),
             (None, Protocol::Grpc) => {
                 let svc = TraceServiceServer::new(GrpcReceiver(shared.clone()));
+                let logs = logs::service(&shared);
                 tokio::spawn(async move {
                     tonic::transport::Server::builder()
                         .add_service(svc)
+                        .add_service(logs)
                         .serve_with_incoming_shutdown(
                             tonic::transport::server::TcpIncoming::from(listener),
                             async move {
@@ -428,8 +439,17 @@ impl Shared {
     /// when refused.
     async fn answer(&self, received: Received) -> bool {
         self.attempts.fetch_add(1, Ordering::SeqCst);
+        if !self.admit().await {
+            return false;
+        }
+        self.received.send_modify(|r| r.push(received));
+        true
+    }
+
+    /// The mode's verdict on one export (held first in slow mode).
+    async fn admit(&self) -> bool {
         match self.mode() {
-            Mode::Unavailable => return false,
+            Mode::Unavailable => false,
             Mode::Slow(d) => {
                 self.in_flight.fetch_add(1, Ordering::SeqCst);
                 tokio::select! {
@@ -437,11 +457,10 @@ impl Shared {
                     () = self.release.notified() => {}
                 }
                 self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                true
             }
-            Mode::Ok => {}
+            Mode::Ok => true,
         }
-        self.received.send_modify(|r| r.push(received));
-        true
     }
 
     fn decode_error(&self, e: String) {

@@ -91,6 +91,8 @@ pub async fn start_with(
     env: &HashMap<String, String>,
     extensions: Extensions,
 ) -> Result<Running, StartError> {
+    // Before anything is logged: `logs.stdout: false` means no line at all.
+    crate::logging::set_stdout(settings.logs.stdout);
     let mut settings = settings;
     if let Some(open_files) = crate::config::open_files_limit() {
         let listeners = 1 + usize::from(settings.outbound.is_some());
@@ -281,6 +283,9 @@ pub async fn start_with(
         trace_metrics.spans_dropped_queue_full.clone(),
         ExportMetrics::register(&*recorder),
     );
+    // Logs: access records and the proxy's warnings, with the spans' resource.
+    let logs = crate::logs::Logs::start(&settings.logs, env, &resource, &*recorder)
+        .map_err(|e| ConfigError::invalid(e.source_name, e.message))?;
     // The proxy's own span hooks, after the built-ins (and again on reload):
     // inbound TLS facts on SERVER spans.
     let mut proxy_hooks: Vec<Arc<dyn filters::trace::hooks::SpanHooks>> = match &tls {
@@ -289,14 +294,19 @@ pub async fn start_with(
     };
     proxy_hooks.extend(extensions.span_hooks);
     let trace_settings = Arc::new(
-        extensions.propagators.iter().cloned().fold(
-            proxy_hooks.iter().cloned().fold(
-                TraceSettings::new(&settings.tracing, &settings.routes, trace_metrics.clone())
-                    .map_err(|e| ConfigError::invalid(e.field, e.message))?,
-                TraceSettings::with_hook,
-            ),
-            TraceSettings::with_propagator,
-        ),
+        extensions
+            .propagators
+            .iter()
+            .cloned()
+            .fold(
+                proxy_hooks.iter().cloned().fold(
+                    TraceSettings::new(&settings.tracing, &settings.routes, trace_metrics.clone())
+                        .map_err(|e| ConfigError::invalid(e.field, e.message))?,
+                    TraceSettings::with_hook,
+                ),
+                TraceSettings::with_propagator,
+            )
+            .with_access(settings.logs.access, settings.logs.stdout),
     );
     let client_address: fn(&http::Extensions) -> Option<SocketAddr> =
         |ext| ext.get::<ClientAddr>().map(|c| c.0);
@@ -305,12 +315,14 @@ pub async fn start_with(
             .client_address(client_address),
         trace_settings.clone(),
         pipeline.sink.clone(),
-    );
+    )
+    .logging_to(logs.sink.clone());
     let outbound_trace = TraceLayer::new(
         TraceOptions::client().client_address(client_address),
         trace_settings,
         pipeline.sink.clone(),
-    );
+    )
+    .logging_to(logs.sink.clone());
     let trace_layers = vec![inbound_trace.clone(), outbound_trace.clone()];
     let inbound_svc = stack::listener(
         server_metrics.clone(),
@@ -374,7 +386,13 @@ pub async fn start_with(
     if let Some((_, cert, config)) = &tls {
         crate::tls::server::watch(cert.clone(), config.clone(), drain.clone());
     }
-    for tls in upstream_tls.iter().chain(&outbound_tls).chain(&export_tls) {
+    let logs_tls = logs.tls().cloned();
+    for tls in upstream_tls
+        .iter()
+        .chain(&outbound_tls)
+        .chain(&export_tls)
+        .chain(&logs_tls)
+    {
         tls.watch(drain.clone());
     }
     let inbound_conns = ConnectionCount::default();
@@ -500,6 +518,13 @@ pub async fn start_with(
             .max(Duration::from_secs(1));
         if !pipeline.handle.shutdown(flush_for).await {
             tracing::warn!("spans still queued at the end of the drain were dropped");
+        }
+        // Log records last, so they include the warnings of the span flush.
+        let flush_for = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_secs(1));
+        if !logs.shutdown(flush_for).await {
+            tracing::warn!("log records still queued at the end of the drain were dropped");
         }
         admin_stop_tx.drain();
         let _ = admin_task.await;

@@ -16,6 +16,7 @@ pub mod forward;
 pub mod inject;
 pub mod listen;
 pub mod logging;
+pub mod logs;
 pub mod preflight;
 pub mod rescue;
 pub mod smuggling;

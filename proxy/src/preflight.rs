@@ -1,12 +1,12 @@
 //! What `run` reads at start besides the config file — TLS certificates and
-//! keys, the OTLP export settings from the environment — checked without
+//! keys, the OTLP export settings (spans and logs) from the environment — checked without
 //! starting anything, so `check-config` and `run` agree on what is valid.
 
 use std::collections::HashMap;
 
 use crate::{
     config::{ConfigError, Settings},
-    export::ExportSettings,
+    export::{ExportSettings, Signal},
     tls::{client::ClientTls, server_config},
 };
 
@@ -28,6 +28,10 @@ pub fn check_files(settings: &Settings, env: &HashMap<String, String>) -> Result
         .map_err(|e| ConfigError::invalid(e.source_name, e.message))?;
     export
         .client_tls()
+        .map_err(|e| ConfigError::invalid(e.source_name, e.message))?;
+    let logs = ExportSettings::resolve_signal(Signal::LOGS, &settings.logs.export, env)
+        .map_err(|e| ConfigError::invalid(e.source_name, e.message))?;
+    logs.client_tls()
         .map_err(|e| ConfigError::invalid(e.source_name, e.message))?;
     Ok(())
 }

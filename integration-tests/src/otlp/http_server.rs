@@ -1,4 +1,5 @@
-//! The OTLP/HTTP receiver: `POST /v1/traces`, protobuf, optionally gzip.
+//! The OTLP/HTTP receiver: `POST /v1/traces` and `POST /v1/logs`,
+//! protobuf, optionally gzip.
 
 use std::{convert::Infallible, io::Read, sync::Arc};
 
@@ -7,13 +8,14 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
+use opentelemetry_proto::tonic::collector::{
+    logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse},
+    trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse},
 };
 use prost::Message;
 use tokio::{net::TcpListener, sync::oneshot};
 
-use super::{Received, Shared};
+use super::{Received, ReceivedLogs, Shared};
 
 pub(super) async fn serve_http(
     listener: TcpListener,
@@ -44,9 +46,10 @@ pub(super) async fn handle_http(shared: &Shared, req: Request<Incoming>) -> Resp
         *resp.status_mut() = status;
         resp
     };
-    if req.method() != http::Method::POST || req.uri().path() != "/v1/traces" {
+    let logs = req.uri().path() == "/v1/logs";
+    if req.method() != http::Method::POST || !(logs || req.uri().path() == "/v1/traces") {
         shared.decode_error(format!("unexpected {} {}", req.method(), req.uri()));
-        return answer(StatusCode::NOT_FOUND, "POST /v1/traces only\n");
+        return answer(StatusCode::NOT_FOUND, "POST /v1/traces or /v1/logs only\n");
     }
     let (parts, body) = req.into_parts();
     let content_type = parts.headers.get(http::header::CONTENT_TYPE);
@@ -75,6 +78,28 @@ pub(super) async fn handle_http(shared: &Shared, req: Request<Incoming>) -> Resp
     } else {
         body
     };
+    if logs {
+        let request = match ExportLogsServiceRequest::decode(body) {
+            Ok(r) => r,
+            Err(e) => {
+                shared.decode_error(format!("logs protobuf: {e}"));
+                return answer(StatusCode::BAD_REQUEST, "bad protobuf\n");
+            }
+        };
+        let received = ReceivedLogs {
+            request,
+            gzip,
+            headers: parts.headers,
+        };
+        return if shared.answer_logs(received).await {
+            protobuf(ExportLogsServiceResponse::default().encode_to_vec())
+        } else {
+            answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the test collector is down\n",
+            )
+        };
+    }
     let request = match ExportTraceServiceRequest::decode(body) {
         Ok(r) => r,
         Err(e) => {
@@ -88,18 +113,20 @@ pub(super) async fn handle_http(shared: &Shared, req: Request<Incoming>) -> Resp
         headers: parts.headers,
     };
     if shared.answer(received).await {
-        let mut resp = Response::new(Full::new(
-            ExportTraceServiceResponse::default().encode_to_vec().into(),
-        ));
-        resp.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("application/x-protobuf"),
-        );
-        resp
+        protobuf(ExportTraceServiceResponse::default().encode_to_vec())
     } else {
         answer(
             StatusCode::SERVICE_UNAVAILABLE,
             "the test collector is down\n",
         )
     }
+}
+
+fn protobuf(body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/x-protobuf"),
+    );
+    resp
 }

@@ -89,7 +89,9 @@ pub(super) async fn serve(
     mut stop: oneshot::Receiver<()>,
 ) {
     let acceptor = options.acceptor();
-    let grpc = TraceServiceServer::new(GrpcReceiver(shared.clone()));
+    // Both services on one connection, routed by path, as a collector does.
+    let grpc = tonic::service::Routes::new(TraceServiceServer::new(GrpcReceiver(shared.clone())))
+        .add_service(super::logs::service(&shared));
     loop {
         let (tcp, _) = tokio::select! {
             _ = &mut stop => return,

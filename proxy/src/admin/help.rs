@@ -107,6 +107,21 @@ const FAMILIES: &[(&str, Option<Unit>, &str)] = &[
         "Failed export attempts to the collector, by kind.",
     ),
     (
+        "sidetrace_logs_exported_total",
+        None,
+        "Log records (access records, proxy warnings and errors) accepted by the logs collector.",
+    ),
+    (
+        "sidetrace_logs_dropped_total",
+        None,
+        "Log records lost, by reason (queue full, export failed, shutdown).",
+    ),
+    (
+        "sidetrace_logs_export_errors_total",
+        None,
+        "Batches of log records the logs collector did not take after retries.",
+    ),
+    (
         "sidetrace_metric_overflow_total",
         None,
         "Label sets folded into a metric's overflow series because it reached its series limit.",

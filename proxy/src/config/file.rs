@@ -26,6 +26,9 @@ pub struct FileConfig {
     /// Tracing settings; see `docs/tracing.md`.
     #[serde(default)]
     pub tracing: TracingConfig,
+    /// Access-log selection, stdout logging and OTLP logs export.
+    #[serde(default)]
+    pub logs: crate::logs::LogsConfig,
     /// Names, sampling and filters per path prefix.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,

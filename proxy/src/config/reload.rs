@@ -3,10 +3,10 @@
 //! requests are untouched. A bad new file is rejected, logged and counted,
 //! and the running chain stays.
 //!
-//! `filters:` and `tracing:` (sampling, propagators, capture, hooks) take
-//! effect on reload; listen addresses, the upstream, routes and the export
-//! destination need a restart, and a reload that changes them says so in the
-//! log.
+//! `filters:`, `tracing:` (sampling, propagators, capture, hooks) and
+//! `logs.access` / `logs.stdout` take effect on reload; listen addresses,
+//! the upstream, routes and the export destinations need a restart, and a
+//! reload that changes them says so in the log.
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
@@ -127,9 +127,11 @@ impl Reloader {
             .apply_env(&self.tracing.env)
             .map_err(|e| ConfigError::invalid(e.field, e.message).in_file(&self.path))?;
         // Routes need a restart (they name metric series), so the running ones stay.
+        file.logs.validate().map_err(|e| e.in_file(&self.path))?;
         let trace_settings =
             TraceSettings::new(&tracing, &current.routes, self.tracing.metrics.clone())
-                .map_err(|e| ConfigError::invalid(e.field, e.message).in_file(&self.path))?;
+                .map_err(|e| ConfigError::invalid(e.field, e.message).in_file(&self.path))?
+                .with_access(file.logs.access, file.logs.stdout);
         let trace_settings = self
             .span_hooks
             .iter()
@@ -147,8 +149,12 @@ impl Reloader {
         for layer in &self.tracing.layers {
             layer.reload(trace_settings.clone());
         }
+        crate::logging::set_stdout(file.logs.stdout);
         if tracing.export != current.tracing.export {
             tracing::warn!("tracing.export changes take effect on restart");
+        }
+        if file.logs.export != current.logs.export {
+            tracing::warn!("logs.export changes take effect on restart");
         }
         let restart_needed = file.inbound.listen.is_some_and(|l| l != current.inbound)
             || file.admin.listen.is_some_and(|l| l != current.admin)
@@ -166,6 +172,7 @@ impl Reloader {
         }
         current.filters = file.filters;
         current.tracing = tracing;
+        current.logs = file.logs;
         if let Some(view) = &self.config_view {
             view.update(&current);
         }

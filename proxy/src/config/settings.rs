@@ -80,6 +80,9 @@ pub struct Settings {
     pub routes: Vec<RouteConfig>,
     /// Tracing, with `OTEL_TRACES_SAMPLER(_ARG)` and `OTEL_PROPAGATORS` applied.
     pub tracing: TracingConfig,
+    /// Access-log selection, stdout logging and OTLP logs export (the
+    /// `OTEL_EXPORTER_OTLP_*` variables are applied by the pipeline).
+    pub logs: crate::logs::LogsConfig,
     /// The filter chain.
     pub filters: Vec<FilterConfig>,
     /// RED metrics settings.
@@ -164,6 +167,7 @@ impl Settings {
         tracing
             .apply_env(env)
             .map_err(|e| ConfigError::invalid(e.field, e.message))?;
+        file.logs.validate()?;
         Ok(Self {
             service_name,
             service_version: file.service.version,
@@ -197,6 +201,7 @@ impl Settings {
                 .unwrap_or(DEFAULT_MAX_HEADER_BYTES),
             routes: file.routes,
             tracing,
+            logs: file.logs,
             filters: file.filters,
             metrics: file.metrics,
             limits: file.limits,

@@ -7,8 +7,16 @@ use bytes::Bytes;
 use filters::trace::ExportProtocol;
 use metrics::{Counter, Key, Label, Metadata, Recorder};
 
-use super::{grpc::GrpcTransport, http::HttpTransport, settings::ExportSettings, RetryPolicy};
+use super::{
+    grpc::GrpcTransport,
+    http::HttpTransport,
+    settings::{ExportSettings, Signal},
+    RetryPolicy,
+};
 use crate::tls::client::ClientTls;
+
+/// The log target of the logs exporter's own warnings.
+pub const LOGS_EXPORT_TARGET: &str = "sidetrace::export::logs";
 
 /// Sends encoded batches to a collector.
 #[derive(Clone, Debug)]
@@ -18,6 +26,7 @@ pub struct Exporter {
     timeout: Duration,
     gzip: bool,
     metrics: ExportMetrics,
+    signal: Signal,
 }
 
 #[derive(Clone, Debug)]
@@ -40,17 +49,20 @@ pub enum Attempt {
 
 /// A batch that could not be exported.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("export of {spans} spans failed after {attempts} attempt(s): {reason}")]
+#[error("export of {spans} {items} failed after {attempts} attempt(s): {reason}")]
 pub struct ExportError {
-    /// Spans in the batch.
+    /// Items (spans, log records) in the batch.
     pub spans: usize,
+    /// What they are: `spans`, `log records`.
+    pub items: &'static str,
     /// Attempts made.
     pub attempts: u32,
     /// The last failure.
     pub reason: String,
 }
 
-/// Export self-metrics.
+/// Export self-metrics (named here for spans; a signal's own names in
+/// [`Signal::metrics`]).
 #[derive(Clone, Debug)]
 pub struct ExportMetrics {
     /// `sidetrace_spans_exported_total`.
@@ -67,23 +79,23 @@ pub struct ExportMetrics {
 // === impl ExportMetrics ===
 
 impl ExportMetrics {
-    /// Registers the handles with `recorder`.
+    /// Registers the span export handles with `recorder`.
     pub fn register(recorder: &dyn Recorder) -> Self {
+        Self::register_for(recorder, &Signal::TRACES)
+    }
+
+    /// Registers `signal`'s handles with `recorder`.
+    pub fn register_for(recorder: &dyn Recorder, signal: &Signal) -> Self {
         let md = Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
         let c = |name: &'static str, labels: Vec<Label>| {
             recorder.register_counter(&Key::from_parts(name, labels), &md)
         };
+        let names = &signal.metrics;
         Self {
-            exported: c("sidetrace_spans_exported_total", vec![]),
-            errors: c("sidetrace_export_errors_total", vec![]),
-            dropped_failed: c(
-                "sidetrace_spans_dropped_total",
-                vec![Label::new("reason", "export_failed")],
-            ),
-            dropped_shutdown: c(
-                "sidetrace_spans_dropped_total",
-                vec![Label::new("reason", "shutdown")],
-            ),
+            exported: c(names.exported, vec![]),
+            errors: c(names.errors, vec![]),
+            dropped_failed: c(names.dropped, vec![Label::new("reason", "export_failed")]),
+            dropped_shutdown: c(names.dropped, vec![Label::new("reason", "shutdown")]),
         }
     }
 
@@ -124,12 +136,13 @@ impl Exporter {
             timeout: settings.timeout,
             gzip: settings.gzip,
             metrics,
+            signal: settings.signal,
         })
     }
 
-    /// Exports one encoded batch of `spans` spans, retrying transient
-    /// failures with backoff. Counts exported spans, or the failed batch and
-    /// its spans as dropped.
+    /// Exports one encoded batch of `spans` spans (or other items),
+    /// retrying transient failures with backoff. Counts exported items, or
+    /// the failed batch and its items as dropped.
     pub async fn export(&self, encoded: Bytes, spans: usize) -> Result<(), ExportError> {
         let body = if self.gzip {
             match gzip(&encoded) {
@@ -160,6 +173,7 @@ impl Exporter {
                 .min(self.retry.max_backoff);
             tracing::debug!(
                 target: "sidetrace::export",
+                signal = self.signal.name,
                 attempt,
                 reason,
                 backoff_ms = backoff.as_millis() as u64,
@@ -181,10 +195,17 @@ impl Exporter {
         self.metrics.dropped_failed.increment(spans as u64);
         let e = ExportError {
             spans,
+            items: self.signal.items,
             attempts,
             reason,
         };
-        tracing::warn!(target: "sidetrace::export", error = %e, "span batch dropped");
+        if self.signal == Signal::LOGS {
+            // Under its own target, which the logs pipeline does not take
+            // in: a failing logs export must not feed itself.
+            tracing::warn!(target: LOGS_EXPORT_TARGET, error = %e, "log record batch dropped");
+        } else {
+            tracing::warn!(target: "sidetrace::export", error = %e, "span batch dropped");
+        }
         e
     }
 }

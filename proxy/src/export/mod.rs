@@ -1,7 +1,9 @@
 //! The span pipeline and its destinations: the receiving end of the trace
 //! layers' bounded span queue, batching, OTLP export (gRPC or
 //! HTTP/protobuf) with retry and backoff, and the embedded trace store
-//! behind `/debug/traces` when no collector is configured.
+//! behind `/debug/traces` when no collector is configured. The logs
+//! pipeline ([`crate::logs`]) reuses the batching ([`PipelineHandle`] over a
+//! [`BatchSink`]), settings and transports for another [`Signal`].
 //!
 //! ```text
 //! TraceLayer ──try_send──► bounded queue ──► Batcher (size or 1 s) ──► Exporter ──► collector
@@ -48,9 +50,12 @@ pub mod store;
 mod tls;
 
 pub use self::{
-    exporter::{gzip, Attempt, ExportError, ExportMetrics, Exporter},
-    queue::{Destination, Pipeline, PipelineHandle},
-    settings::{ExportConfigError, ExportSettings, RetryPolicy, GRPC_EXPORT_PATH},
+    exporter::{gzip, Attempt, ExportError, ExportMetrics, Exporter, LOGS_EXPORT_TARGET},
+    queue::{BatchSink, Destination, Pipeline, PipelineHandle},
+    settings::{
+        ExportConfigError, ExportSettings, RetryPolicy, Signal, SignalFields, SignalMetrics,
+        SignalVars, GRPC_EXPORT_PATH,
+    },
     store::TraceStore,
     tls::{ExportTls, TlsFile, TLS_FIELD},
 };

@@ -160,7 +160,8 @@ pub fn attr_value(v: &AttrValue) -> Value<'_> {
     }
 }
 
-fn key_value(k: Cow<'_, str>, v: Value<'_>) -> KeyValue {
+/// One OTLP attribute.
+pub(crate) fn key_value(k: Cow<'_, str>, v: Value<'_>) -> KeyValue {
     let value = match v {
         Value::Str(s) => any_value::Value::StringValue(s.into_owned()),
         Value::Int(i) => any_value::Value::IntValue(i),
@@ -277,39 +278,39 @@ pub struct Encoder {
     text: String,
 }
 
-mod wire {
+pub(crate) mod wire {
     //! Protobuf wire helpers over prost's varint and key encoders. Default
     //! values are skipped as prost skips them.
-    pub(super) use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+    pub(crate) use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 
-    pub(super) fn bytes(buf: &mut Vec<u8>, tag: u32, data: &[u8]) {
+    pub(crate) fn bytes(buf: &mut Vec<u8>, tag: u32, data: &[u8]) {
         if !data.is_empty() {
             message(buf, tag, data);
         }
     }
 
     /// A length-delimited field, written even when empty.
-    pub(super) fn message(buf: &mut Vec<u8>, tag: u32, data: &[u8]) {
+    pub(crate) fn message(buf: &mut Vec<u8>, tag: u32, data: &[u8]) {
         encode_key(tag, WireType::LengthDelimited, buf);
         encode_varint(data.len() as u64, buf);
         buf.extend_from_slice(data);
     }
 
-    pub(super) fn fixed64(buf: &mut Vec<u8>, tag: u32, v: u64) {
+    pub(crate) fn fixed64(buf: &mut Vec<u8>, tag: u32, v: u64) {
         if v != 0 {
             encode_key(tag, WireType::SixtyFourBit, buf);
             buf.extend_from_slice(&v.to_le_bytes());
         }
     }
 
-    pub(super) fn fixed32(buf: &mut Vec<u8>, tag: u32, v: u32) {
+    pub(crate) fn fixed32(buf: &mut Vec<u8>, tag: u32, v: u32) {
         if v != 0 {
             encode_key(tag, WireType::ThirtyTwoBit, buf);
             buf.extend_from_slice(&v.to_le_bytes());
         }
     }
 
-    pub(super) fn varint(buf: &mut Vec<u8>, tag: u32, v: u64) {
+    pub(crate) fn varint(buf: &mut Vec<u8>, tag: u32, v: u64) {
         if v != 0 {
             encode_key(tag, WireType::Varint, buf);
             encode_varint(v, buf);
@@ -317,7 +318,7 @@ mod wire {
     }
 
     /// Length of a length-delimited field of `len` bytes with a one-byte key.
-    pub(super) fn field_len(len: usize) -> usize {
+    pub(crate) fn field_len(len: usize) -> usize {
         1 + encoded_len_varint(len as u64) + len
     }
 }
@@ -424,7 +425,13 @@ impl Encoder {
 }
 
 /// `KeyValue { key = 1, value = 2: AnyValue { oneof } }` as field `tag`.
-fn put_key_value(buf: &mut Vec<u8>, tag: u32, key: &str, v: &Value<'_>, scratch: &mut String) {
+pub(crate) fn put_key_value(
+    buf: &mut Vec<u8>,
+    tag: u32,
+    key: &str,
+    v: &Value<'_>,
+    scratch: &mut String,
+) {
     let s: &str = match v {
         Value::Str(s) => s,
         Value::Ip(ip) => {

@@ -1,15 +1,16 @@
 //! The span pipeline: the receiving end of the bounded span queue, batching
 //! by size and by time, handing batches to the OTLP exporter or the
-//! embedded store.
+//! embedded store. The batching is generic ([`BatchSink`]): the logs
+//! pipeline runs the same task over its own queue.
 //!
 //! The request path only ever `try_send`s into the queue
 //! ([`SpanSink`](filters::trace::SpanSink)); while a batch is being exported
 //! (and retried) the queue fills and further spans are dropped and counted,
 //! so a dead collector costs neither latency nor memory past the queue.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
-use filters::trace::{Resource, SpanReceiver, SpanRecord, SpanSink};
+use filters::trace::{Resource, SpanRecord, SpanSink};
 use metrics::Counter;
 use tokio::{
     sync::{mpsc, oneshot},
@@ -34,7 +35,17 @@ pub enum Destination {
     Store(Arc<TraceStore>),
 }
 
-/// How often the batcher drains the span queue.
+/// Where a pipeline's batches go: spans to a [`Destination`], log records
+/// to the logs pipeline's exporter.
+pub trait BatchSink<T>: Send + 'static {
+    /// What the items are called in messages (`spans`, `log records`).
+    const ITEMS: &'static str;
+
+    /// Hands `batch` over (exported, failed for good, or stored).
+    fn send(&mut self, batch: Vec<T>) -> impl Future<Output = ()> + Send;
+}
+
+/// How often the batcher drains the queue.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Controls the running pipeline task.
@@ -43,6 +54,7 @@ pub struct PipelineHandle {
     control: mpsc::Sender<Control>,
     task: JoinHandle<()>,
     dropped_shutdown: Counter,
+    items: &'static str,
 }
 
 /// What the proxy wires: the sink for the trace layers, the pipeline, and
@@ -63,10 +75,10 @@ enum Control {
     Shutdown(oneshot::Sender<()>),
 }
 
-struct Batcher {
-    rx: SpanReceiver,
-    destination: Destination,
-    batch: Vec<SpanRecord>,
+struct Batcher<T, D> {
+    rx: mpsc::Receiver<T>,
+    destination: D,
+    batch: Vec<T>,
     batch_size: usize,
 }
 
@@ -113,10 +125,10 @@ impl Pipeline {
 // === impl PipelineHandle ===
 
 impl PipelineHandle {
-    /// Spawns the batching task reading `rx`.
-    pub fn spawn(
-        rx: SpanReceiver,
-        destination: Destination,
+    /// Spawns the batching task reading `rx` into `destination`.
+    pub fn spawn<T: Send + 'static, D: BatchSink<T>>(
+        rx: mpsc::Receiver<T>,
+        destination: D,
         batch_size: usize,
         batch_timeout: Duration,
         dropped_shutdown: Counter,
@@ -133,6 +145,7 @@ impl PipelineHandle {
             control,
             task,
             dropped_shutdown,
+            items: D::ITEMS,
         }
     }
 
@@ -153,6 +166,7 @@ impl PipelineHandle {
             control,
             mut task,
             dropped_shutdown,
+            items,
         } = self;
         let (tx, rx) = oneshot::channel();
         let _ = control.send(Control::Shutdown(tx)).await;
@@ -168,7 +182,7 @@ impl PipelineHandle {
                 tracing::warn!(
                     target: "sidetrace::export",
                     deadline_ms = deadline.as_millis() as u64,
-                    "span flush did not finish before the shutdown deadline; remaining spans dropped"
+                    "{items} flush did not finish before the shutdown deadline; remaining {items} dropped"
                 );
                 false
             }
@@ -178,10 +192,10 @@ impl PipelineHandle {
 
 // === impl Batcher ===
 
-impl Batcher {
+impl<T: Send + 'static, D: BatchSink<T>> Batcher<T, D> {
     async fn run(mut self, mut control: mpsc::Receiver<Control>, batch_timeout: Duration) {
         // The queue is drained on a short tick instead of waking this task
-        // for every span: a request's `try_send` then finds no waiting
+        // for every item: a request's `try_send` then finds no waiting
         // receiver to wake, which keeps the request path cheap.
         let mut tick = tokio::time::interval(POLL_INTERVAL.min(batch_timeout));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -191,8 +205,8 @@ impl Batcher {
                 biased;
                 ctl = control.recv() => match ctl {
                     Some(Control::Flush(ack)) => {
-                        while let Ok(span) = self.rx.try_recv() {
-                            self.push(span).await;
+                        while let Ok(item) = self.rx.try_recv() {
+                            self.push(item).await;
                         }
                         self.send().await;
                         oldest = None;
@@ -211,11 +225,11 @@ impl Batcher {
                 _ = tick.tick() => {
                     loop {
                         match self.rx.try_recv() {
-                            Ok(span) => {
+                            Ok(item) => {
                                 if self.batch.is_empty() {
                                     oldest = Some(Instant::now());
                                 }
-                                if self.push(span).await {
+                                if self.push(item).await {
                                     oldest = None;
                                 }
                             }
@@ -235,9 +249,9 @@ impl Batcher {
         }
     }
 
-    /// Adds a span; sends the batch when full (returns `true` then).
-    async fn push(&mut self, span: SpanRecord) -> bool {
-        self.batch.push(span);
+    /// Adds an item; sends the batch when full (returns `true` then).
+    async fn push(&mut self, item: T) -> bool {
+        self.batch.push(item);
         if self.batch.len() >= self.batch_size {
             self.send().await;
             return true;
@@ -248,8 +262,8 @@ impl Batcher {
     /// Closes the queue and sends everything in it.
     async fn drain(&mut self) {
         self.rx.close();
-        while let Some(span) = self.rx.recv().await {
-            self.push(span).await;
+        while let Some(item) = self.rx.recv().await {
+            self.push(item).await;
         }
         self.send().await;
     }
@@ -259,7 +273,15 @@ impl Batcher {
             return;
         }
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size));
-        match &mut self.destination {
+        self.destination.send(batch).await;
+    }
+}
+
+impl BatchSink<SpanRecord> for Destination {
+    const ITEMS: &'static str = "spans";
+
+    async fn send(&mut self, batch: Vec<SpanRecord>) {
+        match self {
             Destination::Otlp { exporter, encoder } => {
                 let encoded = encoder.encode(&batch);
                 let n = batch.len();

@@ -8,6 +8,8 @@
 //! | client certificate chain | `OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_CERTIFICATE` | `tracing.export.tls.cert` |
 //! | its private key | `OTEL_EXPORTER_OTLP_[TRACES_]CLIENT_KEY` | `tracing.export.tls.key` |
 //!
+//! Log records read the `_LOGS_` variables and `logs.export.tls` alike.
+//!
 //! Each file is resolved on its own (a CA from the environment and a client
 //! certificate from the file combine). The system roots stay trusted with a
 //! CA given, as the forwarder's `ca` does: a collector behind a public
@@ -18,11 +20,11 @@ use std::{path::PathBuf, sync::Arc};
 use filters::trace::config::ExportTlsConfig;
 use http::{uri::Scheme, Uri};
 
-use super::settings::ExportConfigError;
+use super::settings::{ExportConfigError, Signal};
 use crate::{config::ClientTlsConfig, tls::client::ClientTls};
 
-/// The prefix of TLS errors and log lines about the collector.
-pub const TLS_FIELD: &str = "tracing.export.tls";
+/// The prefix of TLS errors and log lines about the span collector.
+pub const TLS_FIELD: &str = Signal::TRACES.fields.tls;
 
 /// The collector's TLS files, each with the variable or field it came from.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -47,9 +49,11 @@ pub struct TlsFile {
 // === impl ExportTls ===
 
 impl ExportTls {
-    /// Resolves the files from `var` (the first set variable of a list)
-    /// over `file`, and checks that a client certificate comes with its key.
+    /// Resolves `signal`'s files from `var` (the first set variable of a
+    /// list) over `file`, and checks that a client certificate comes with
+    /// its key.
     pub(super) fn resolve<'a>(
+        signal: &Signal,
         var: impl Fn(&[&'static str]) -> Option<(&'static str, &'a str)>,
         file: Option<&ExportTlsConfig>,
     ) -> Result<Self, ExportConfigError> {
@@ -65,44 +69,27 @@ impl ExportTls {
                     source_name: field,
                 }),
             };
+        let (vars, fields) = (&signal.vars, &signal.fields);
         let tls = Self {
-            ca: pick(
-                &[
-                    "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
-                    "OTEL_EXPORTER_OTLP_CERTIFICATE",
-                ],
-                file.ca,
-                "tracing.export.tls.ca",
-            ),
-            cert: pick(
-                &[
-                    "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
-                    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
-                ],
-                file.cert,
-                "tracing.export.tls.cert",
-            ),
-            key: pick(
-                &[
-                    "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
-                    "OTEL_EXPORTER_OTLP_CLIENT_KEY",
-                ],
-                file.key,
-                "tracing.export.tls.key",
-            ),
+            ca: pick(&vars.certificate, file.ca, fields.tls_ca),
+            cert: pick(&vars.client_certificate, file.cert, fields.tls_cert),
+            key: pick(&vars.client_key, file.key, fields.tls_key),
         };
         match (&tls.cert, &tls.key) {
             (Some(cert), None) => Err(ExportConfigError {
                 source_name: cert.source_name,
-                message: "a client certificate needs its key \
-                          (OTEL_EXPORTER_OTLP_CLIENT_KEY or tracing.export.tls.key)"
-                    .into(),
+                message: format!(
+                    "a client certificate needs its key (OTEL_EXPORTER_OTLP_CLIENT_KEY or {})",
+                    fields.tls_key
+                ),
             }),
             (None, Some(key)) => Err(ExportConfigError {
                 source_name: key.source_name,
-                message: "a client key needs its certificate \
-                          (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE or tracing.export.tls.cert)"
-                    .into(),
+                message: format!(
+                    "a client key needs its certificate \
+                     (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE or {})",
+                    fields.tls_cert
+                ),
             }),
             _ => Ok(tls),
         }
@@ -115,7 +102,11 @@ impl ExportTls {
 
     /// Refuses files that would be ignored: TLS settings for a collector
     /// reached in clear text, or for no collector at all.
-    pub(super) fn check_target(&self, target: Option<&Uri>) -> Result<(), ExportConfigError> {
+    pub(super) fn check_target(
+        &self,
+        signal: &Signal,
+        target: Option<&Uri>,
+    ) -> Result<(), ExportConfigError> {
         let Some(first) = self.files().next() else {
             return Ok(());
         };
@@ -127,9 +118,14 @@ impl ExportTls {
                 "TLS settings ({names}) need an https:// collector endpoint, and {} is not one",
                 without_path(uri)
             ),
-            None => format!(
+            None if *signal == Signal::TRACES => format!(
                 "TLS settings ({names}) are set but no collector endpoint is \
                  (spans go to the embedded store)"
+            ),
+            None => format!(
+                "TLS settings ({names}) are set but no collector endpoint is \
+                 ({} are not exported)",
+                signal.items
             ),
         };
         Err(ExportConfigError {
@@ -138,9 +134,15 @@ impl ExportTls {
         })
     }
 
-    /// Reads the files into a TLS client (system roots plus the CA). An
-    /// error names the variable or field that gave the file.
+    /// Reads the files into a TLS client (system roots plus the CA) for
+    /// span export. An error names the variable or field that gave the file.
     pub fn client(&self) -> Result<Arc<ClientTls>, ExportConfigError> {
+        self.client_for(TLS_FIELD)
+    }
+
+    /// [`client`](Self::client), its errors and log lines under `field`
+    /// (`tracing.export.tls`, `logs.export.tls`).
+    pub fn client_for(&self, field: &'static str) -> Result<Arc<ClientTls>, ExportConfigError> {
         let path = |f: &Option<TlsFile>| f.as_ref().map(|f| f.path.clone());
         let config = ClientTlsConfig {
             ca: path(&self.ca),
@@ -149,15 +151,15 @@ impl ExportTls {
             cert: path(&self.cert),
             key: path(&self.key),
         };
-        ClientTls::new(config, TLS_FIELD).map_err(|e| {
-            let file = match e.field.strip_prefix(TLS_FIELD) {
+        ClientTls::new(config, field).map_err(|e| {
+            let file = match e.field.strip_prefix(field) {
                 Some(".ca") => &self.ca,
                 Some(".cert") => &self.cert,
                 Some(".key") => &self.key,
                 _ => &None,
             };
             ExportConfigError {
-                source_name: file.as_ref().map_or(TLS_FIELD, |f| f.source_name),
+                source_name: file.as_ref().map_or(field, |f| f.source_name),
                 message: e.message,
             }
         })
