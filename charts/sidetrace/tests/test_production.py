@@ -415,3 +415,33 @@ def test_example_with_a_pod_monitor_has_no_scrape_annotations(example_render):
             owner["spec"]["jobTemplate"]["spec"]["template"]
         ann = tmpl["metadata"].get("annotations") or {}
         assert not any(k.startswith("prometheus.io/") for k in ann), (name, ann)
+
+
+def dashboard_uids(rendered: dict[str, str]) -> dict[str, str]:
+    import json
+
+    out = {}
+    for cm in by_kind(objects(rendered), "ConfigMap"):
+        if "-dashboard-" in cm["metadata"]["name"]:
+            (key, text), = cm["data"].items()
+            out[key] = json.loads(text)["uid"]
+    return out
+
+
+def test_dashboard_uids_and_files_are_unique_per_release():
+    a = dashboard_uids(render({}, release="shop"))
+    b = dashboard_uids(render({}, release="billing"))
+    other_ns = dashboard_uids(render({}, release="shop", namespace="eu"))
+    assert len(a) == 4 and len(set(a.values())) == 4
+    for x, y in ((a, b), (a, other_ns)):
+        assert not set(x) & set(y), "Grafana sidecar file names collide"
+        assert not set(x.values()) & set(y.values()), "uids collide"
+    assert a == dashboard_uids(render({}, release="shop")), "stable across upgrades"
+    assert all(len(u) <= 40 for u in a.values())
+
+
+def test_dashboards_are_off_when_the_chart_is_a_dependency(example_chart):
+    assert dashboard_uids(render(chart=example_chart)) == {}
+    on = render({"sidetrace": {"dashboards": {"enabled": True}}}, chart=example_chart)
+    assert len(dashboard_uids(on)) == 4
+    assert dashboard_uids(render({"dashboards": {"enabled": False}})) == {}
