@@ -445,3 +445,41 @@ def test_dashboards_are_off_when_the_chart_is_a_dependency(example_chart):
     on = render({"sidetrace": {"dashboards": {"enabled": True}}}, chart=example_chart)
     assert len(dashboard_uids(on)) == 4
     assert dashboard_uids(render({"dashboards": {"enabled": False}})) == {}
+
+
+# === the schema accepts what the proxy accepts ===
+
+@pytest.mark.parametrize("sampler", ["parent_ratio", "parent_always_on", "ratio", "always_on", "always_off"])
+def test_every_proxy_setting_passes_the_schema_and_the_proxy(sampler, tmp_path):
+    import os
+
+    import yaml
+
+    from conftest import run
+    from test_live import sidetrace_bin
+
+    tracing = {"sampler": {"type": sampler, "ratio": 0.5, "keep_errors": True},
+               "export": {"endpoint": "http://collector:4318", "timeout": "3s", "gzip": True,
+                          "batch_size": 256, "queue_size": 4096},
+               "access_log": False, "store_traces": 50}
+    cfg = proxy_config(render({"sidetrace": {"config": {"tracing": tracing}}}))
+    # values merge with the chart's defaults (max_per_second: 100 stays)
+    assert cfg["tracing"]["sampler"] == {**tracing["sampler"], "max_per_second": 100}
+    assert cfg["tracing"]["export"]["gzip"] is True and cfg["tracing"]["export"]["timeout"] == "3s"
+    assert cfg["tracing"]["access_log"] is False and cfg["tracing"]["store_traces"] == 50
+    path = tmp_path / "sidetrace.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    p = run([str(sidetrace_bin()), "check-config", "--without-files", str(path)], timeout=30,
+            env={**os.environ, "SIDETRACE_UPSTREAM": "http://127.0.0.1:8080"})
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert f'"{sampler}"' in p.stdout, p.stdout  # the effective config names the sampler
+
+
+@pytest.mark.parametrize("tracing, where", [
+    ({"sampler": {"type": "sometimes"}}, "/sidetrace/config/tracing/sampler/type"),
+    ({"export": {"timeout": "3 seconds"}}, "/sidetrace/config/tracing/export/timeout"),
+    ({"export": {"gzip": "yes"}}, "/sidetrace/config/tracing/export/gzip"),
+    ({"store_traces": 0}, "/sidetrace/config/tracing/store_traces"),
+])
+def test_schema_still_rejects_wrong_proxy_settings(tracing, where):
+    assert where in render_error({"sidetrace": {"config": {"tracing": tracing}}})
