@@ -49,7 +49,13 @@ fn start(config: &str) -> (Killed, Killed, SocketAddr) {
     std::fs::write(dir.join("index.html"), "legacy app\n").unwrap();
     let app = free_addr();
     let python = Command::new("python3")
-        .args(["-m", "http.server", &app.port().to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "-m",
+            "http.server",
+            &app.port().to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
         .current_dir(&dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -133,7 +139,15 @@ fn a_load_run_against_an_http10_app_completes_without_a_stall() {
         start("limits: { upstream_max_connections: 4, upstream_queue_timeout: 10s }\n");
     let overflows = listen_overflows();
     let out = Command::new(BIN)
-        .args(["bench", "-n", "400", "--connections", "8", "--timeout", "10s"])
+        .args([
+            "bench",
+            "-n",
+            "400",
+            "--connections",
+            "8",
+            "--timeout",
+            "10s",
+        ])
         .arg(format!("http://{inbound}/index.html"))
         .output()
         .unwrap();
