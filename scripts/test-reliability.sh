@@ -23,6 +23,9 @@ cargo_tool deny cargo-deny
 # The advisory database is a git repository on GitHub, which this machine
 # cannot reach: advisories are checked where it can be fetched.
 echo "advisories not checked: the RustSec database cannot be fetched here (run 'cargo deny check advisories' with network access)"
+# deny reads the metadata of every platform's dependencies, which a build
+# for this one never downloaded: fetch them from the registry first.
+cargo fetch --locked --quiet
 cargo deny --offline --log-level error check licenses bans sources
 
 log "soak: ${SOAK_SECONDS:-60} s of mixed load with the app restarted (SOAK_SECONDS sets more)"

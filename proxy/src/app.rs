@@ -25,7 +25,7 @@ use crate::{
         ClientTlsConfig, ConfigError, IpNetwork, Settings,
     },
     drain::{self, Drain, DrainTrigger},
-    export::{ExportMetrics, ExportSettings, Pipeline},
+    export::{ExportMetrics, ExportSettings, Pipeline, StoreBounds},
     forward::ClientAddr,
     forward::{Destination, Forward, ForwardOptions},
     listen::{self, ConnectionCount, ServeOptions},
@@ -279,7 +279,7 @@ pub async fn start_with(
         &export,
         export_tls.clone(),
         &resource,
-        settings.tracing.store_traces,
+        StoreBounds::of(&settings.tracing),
         trace_metrics.spans_dropped_queue_full.clone(),
         ExportMetrics::register(&*recorder),
     );

@@ -34,6 +34,11 @@ pub use self::{
     export::{ExportConfig, ExportFields, ExportProtocol, ExportTlsConfig},
 };
 
+/// Default of `tracing.store_bytes`: 4 MiB, a few thousand typical spans.
+pub const DEFAULT_STORE_BYTES: usize = 4 << 20;
+const MIN_STORE_BYTES: usize = 64 << 10;
+const MAX_STORE_BYTES: usize = 1 << 30;
+
 /// `tracing:`.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -52,6 +57,9 @@ pub struct TracingConfig {
     pub access_log: bool,
     /// Traces kept by the embedded store when no endpoint is set.
     pub store_traces: usize,
+    /// Memory the embedded store may hold, in bytes (estimated from the
+    /// spans' contents); the oldest traces go first when either bound is hit.
+    pub store_bytes: usize,
     /// **For tests only.** When set, a request carrying this header makes a
     /// built-in hook panic, to prove a panic becomes a 500 INTERNAL with an
     /// `exception` event while the proxy keeps serving.
@@ -145,6 +153,7 @@ impl Default for TracingConfig {
             capture: CaptureConfig::default(),
             access_log: true,
             store_traces: 1000,
+            store_bytes: DEFAULT_STORE_BYTES,
             debug_panic_header: None,
         }
     }
@@ -192,6 +201,15 @@ impl TracingConfig {
                     format!("{h:?} is not a header name"),
                 );
             }
+        }
+        if !(MIN_STORE_BYTES..=MAX_STORE_BYTES).contains(&self.store_bytes) {
+            return err(
+                "tracing.store_bytes",
+                format!(
+                    "{} is not between {MIN_STORE_BYTES} (64 KiB) and {MAX_STORE_BYTES} (1 GiB)",
+                    self.store_bytes
+                ),
+            );
         }
         if self.store_traces == 0 || self.store_traces > 1_000_000 {
             return err(

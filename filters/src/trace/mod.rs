@@ -67,7 +67,7 @@ pub use self::{
     body::SpanEnd,
     config::{
         CaptureConfig, ExportConfig, ExportProtocol, Resource, RouteConfig, RouteSample,
-        SamplerConfig, SamplerKind, ServiceInfo, TracingConfig,
+        SamplerConfig, SamplerKind, ServiceInfo, TracingConfig, DEFAULT_STORE_BYTES,
     },
     context::{SpanId, TraceId},
     counters::{names, TraceMetrics},

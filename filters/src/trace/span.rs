@@ -245,6 +245,59 @@ impl Host {
 // === impl SpanRecord ===
 
 impl SpanRecord {
+    /// An estimate of the memory the record holds: itself and the bytes it
+    /// owns (header values, path, captured headers, events, attributes).
+    /// Bounds stores of finished spans; shared bytes are counted as owned.
+    pub fn approx_size(&self) -> usize {
+        use std::mem::size_of;
+        fn header(v: &Option<HeaderValue>) -> usize {
+            v.as_ref().map_or(0, HeaderValue::len)
+        }
+        fn value(v: &AttrValue) -> usize {
+            match v {
+                AttrValue::Str(s) => s.len(),
+                AttrValue::Header(h) => h.len(),
+                AttrValue::Int(_) | AttrValue::Bool(_) => 0,
+            }
+        }
+        let host = match &self.host {
+            Some(Host::Authority(a)) => a.as_str().len(),
+            Some(Host::Header(h)) => h.len(),
+            None => 0,
+        };
+        let captured: usize = self
+            .captured
+            .iter()
+            .map(|c| size_of::<CapturedHeader>() + c.name.as_str().len() + c.value.len())
+            .sum();
+        let events: usize = self
+            .events
+            .iter()
+            .map(|e| {
+                size_of::<SpanEvent>()
+                    + e.attributes
+                        .iter()
+                        .map(|(_, v)| size_of::<(&str, AttrValue)>() + value(v))
+                        .sum::<usize>()
+            })
+            .sum();
+        let attributes: usize = self
+            .attributes
+            .iter()
+            .map(|(k, v)| size_of::<(Cow<'static, str>, AttrValue)>() + k.len() + value(v))
+            .sum();
+        size_of::<Self>()
+            + header(&self.tracestate)
+            + header(&self.user_agent)
+            + header(&self.request_id)
+            + self.path.as_ref().map_or(0, |p| p.as_str().len())
+            + host
+            + self.upstream.as_ref().map_or(0, |a| a.as_str().len())
+            + captured
+            + events
+            + attributes
+    }
+
     /// A span starting now.
     pub fn start(kind: SpanKind, trace_id: TraceId, method: Method) -> Self {
         Self {

@@ -10,6 +10,10 @@
 //!                 (full: drop + count)                              └─► TraceStore ──► /debug/traces
 //! ```
 //!
+//! Everything right of the queue runs on the [`export_runtime`], a thread of
+//! its own: batching, encoding and sending never hold a thread that serves
+//! requests.
+//!
 //! Wiring, at start-up (inside the runtime):
 //!
 //! ```no_run
@@ -17,7 +21,7 @@
 //! #               recorder: metrics_exporter_prometheus::PrometheusRecorder) {
 //! use std::{sync::Arc, time::Duration};
 //! use filters::trace::{Resource, ServiceInfo, TraceLayer, TraceMetrics, TraceOptions, TraceSettings};
-//! use sidetrace::export::{ExportMetrics, ExportSettings, Pipeline};
+//! use sidetrace::export::{ExportMetrics, ExportSettings, Pipeline, StoreBounds};
 //!
 //! let trace_metrics = TraceMetrics::register(&recorder);
 //! let export = ExportSettings::resolve(&cfg.export, &env).expect("valid export settings");
@@ -28,7 +32,7 @@
 //!     &export,
 //!     tls,
 //!     &resource,
-//!     cfg.store_traces,
+//!     StoreBounds::of(&cfg),
 //!     trace_metrics.spans_dropped_queue_full.clone(),
 //!     ExportMetrics::register(&recorder),
 //! );
@@ -51,7 +55,7 @@ mod tls;
 
 pub use self::{
     exporter::{gzip, Attempt, ExportError, ExportMetrics, Exporter, LOGS_EXPORT_TARGET},
-    queue::{BatchSink, Destination, Pipeline, PipelineHandle},
+    queue::{export_runtime, BatchSink, Destination, Pipeline, PipelineHandle, StoreBounds},
     settings::{
         ExportConfigError, ExportSettings, RetryPolicy, Signal, SignalFields, SignalMetrics,
         SignalVars, GRPC_EXPORT_PATH,

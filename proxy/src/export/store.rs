@@ -3,8 +3,9 @@
 //!
 //! Only the export task writes (a `parking_lot` lock, off the request path);
 //! the admin server reads. Traces are grouped by trace id and evicted oldest
-//! first; a trace keeps at most [`MAX_SPANS_PER_TRACE`] spans, so memory is
-//! bounded by `capacity` times that.
+//! first, past `capacity` traces or past `max_bytes` of spans (as
+//! [`SpanRecord::approx_size`] counts them), whichever comes first; a trace
+//! keeps at most [`MAX_SPANS_PER_TRACE`] spans.
 //!
 //! Routes the admin server forwards here ([`TraceStore::handle`]):
 //! - `GET /debug/traces` — JSON, newest first, each trace summarised (root
@@ -43,19 +44,28 @@ pub const MAX_SPANS_PER_TRACE: usize = 256;
 /// `application/json`.
 pub const JSON: &str = "application/json";
 
-/// The last `capacity` traces.
+/// The last `capacity` traces, within `max_bytes`.
 #[derive(Debug)]
 pub struct TraceStore {
     capacity: usize,
+    max_bytes: usize,
     service: String,
     inner: RwLock<Inner>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
-    traces: HashMap<TraceId, Vec<SpanRecord>>,
+    traces: HashMap<TraceId, StoredTrace>,
     /// Trace ids, oldest first.
     order: VecDeque<TraceId>,
+    /// Sum of the stored traces' `bytes`.
+    bytes: usize,
+}
+
+#[derive(Debug)]
+struct StoredTrace {
+    spans: Vec<SpanRecord>,
+    bytes: usize,
 }
 
 /// `GET /debug/traces`.
@@ -86,39 +96,62 @@ struct Facets<'a> {
 
 impl TraceStore {
     /// A store of `capacity` traces for `service` (the resource's
-    /// `service.name`).
+    /// `service.name`), within the default `tracing.store_bytes`.
     pub fn new(capacity: usize, service: impl Into<String>) -> Self {
+        Self::with_max_bytes(capacity, filters::trace::DEFAULT_STORE_BYTES, service)
+    }
+
+    /// A store of `capacity` traces holding at most `max_bytes` of spans.
+    pub fn with_max_bytes(capacity: usize, max_bytes: usize, service: impl Into<String>) -> Self {
         Self {
             capacity: capacity.max(1),
+            max_bytes,
             service: service.into(),
             inner: RwLock::new(Inner::default()),
         }
     }
 
-    /// Adds finished spans, evicting the oldest traces past capacity.
+    /// Adds finished spans, evicting the oldest traces past either bound.
+    /// The newest trace stays even when it alone is over `max_bytes`.
     pub fn insert(&self, spans: impl IntoIterator<Item = SpanRecord>) {
         let mut inner = self.inner.write();
         for span in spans {
             let id = span.trace_id;
+            let size = span.approx_size();
             if let Some(trace) = inner.traces.get_mut(&id) {
-                if trace.len() < MAX_SPANS_PER_TRACE {
-                    trace.push(span);
+                if trace.spans.len() < MAX_SPANS_PER_TRACE {
+                    trace.spans.push(span);
+                    trace.bytes += size;
+                    inner.bytes += size;
                 }
-                continue;
-            }
-            while inner.order.len() >= self.capacity {
-                if let Some(old) = inner.order.pop_front() {
-                    inner.traces.remove(&old);
+            } else {
+                while inner.order.len() >= self.capacity {
+                    inner.evict_oldest();
                 }
+                inner.order.push_back(id);
+                inner.bytes += size;
+                inner.traces.insert(
+                    id,
+                    StoredTrace {
+                        spans: vec![span],
+                        bytes: size,
+                    },
+                );
             }
-            inner.order.push_back(id);
-            inner.traces.insert(id, vec![span]);
+            while inner.bytes > self.max_bytes && inner.order.len() > 1 {
+                inner.evict_oldest();
+            }
         }
     }
 
     /// Number of traces held.
     pub fn len(&self) -> usize {
         self.inner.read().order.len()
+    }
+
+    /// Bytes of spans held, as [`SpanRecord::approx_size`] counts them.
+    pub fn bytes(&self) -> usize {
+        self.inner.read().bytes
     }
 
     /// Whether the store is empty.
@@ -151,7 +184,7 @@ impl TraceStore {
         let mut services = BTreeSet::from([self.service.as_str()]);
         let mut routes = BTreeSet::new();
         for id in inner.order.iter().rev() {
-            let Some(spans) = inner.traces.get(id) else {
+            let Some(StoredTrace { spans, .. }) = inner.traces.get(id) else {
                 continue;
             };
             let summary = Summary::new(spans);
@@ -195,7 +228,7 @@ impl TraceStore {
         };
         let inner = self.inner.read();
         match inner.traces.get(&id) {
-            Some(spans) => json(
+            Some(StoredTrace { spans, .. }) => json(
                 StatusCode::OK,
                 &Summary::new(spans).view(&self.service, true),
             ),
@@ -203,6 +236,18 @@ impl TraceStore {
                 StatusCode::NOT_FOUND,
                 "trace not in the store (not sampled, or evicted)",
             ),
+        }
+    }
+}
+
+// === impl Inner ===
+
+impl Inner {
+    fn evict_oldest(&mut self) {
+        if let Some(old) = self.order.pop_front() {
+            if let Some(trace) = self.traces.remove(&old) {
+                self.bytes -= trace.bytes;
+            }
         }
     }
 }

@@ -295,7 +295,14 @@ async fn pipeline_to_a_hanging_collector_never_blocks_senders() {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let prom = recorder.handle();
     let dropped = filters::trace::TraceMetrics::register(&recorder).spans_dropped_queue_full;
-    let pipeline = Pipeline::start(&s, None, &resource(), 10, dropped, ExportMetrics::noop());
+    let pipeline = Pipeline::start(
+        &s,
+        None,
+        &resource(),
+        bounds(10),
+        dropped,
+        ExportMetrics::noop(),
+    );
     // The first batch is stuck in export; the queue (16) fills; the rest drop.
     let sent = (0..100).filter(|_| pipeline.sink.send(span("/x"))).count();
     assert!(sent <= 16 + 4, "sent {sent}");
@@ -309,7 +316,8 @@ async fn pipeline_to_a_hanging_collector_never_blocks_senders() {
 async fn store_pipeline_batches_by_size_and_time() {
     let store = Arc::new(TraceStore::new(100, "checkout"));
     let (sink, rx) = SpanSink::channel(64, Counter::noop());
-    let handle = PipelineHandle::spawn(
+    let handle = PipelineHandle::spawn_on(
+        &tokio::runtime::Handle::current(),
         rx,
         Destination::Store(store.clone()),
         4,
@@ -342,7 +350,7 @@ async fn pipeline_without_endpoint_fills_the_store() {
         &s,
         None,
         &resource(),
-        10,
+        bounds(10),
         Counter::noop(),
         ExportMetrics::noop(),
     );
@@ -363,7 +371,7 @@ async fn pipeline_exports_batches_over_http() {
         &s,
         None,
         &resource(),
-        10,
+        bounds(10),
         Counter::noop(),
         ExportMetrics::noop(),
     );
@@ -383,4 +391,45 @@ async fn pipeline_exports_batches_over_http() {
     assert_eq!(total, 6);
     assert!(collector.requests().len() >= 2, "batches of 4");
     assert!(pipeline.store.is_empty(), "exported spans are not stored");
+}
+
+/// Records the name of the thread each batch is handed over on.
+struct ThreadNames(Arc<parking_lot::Mutex<Vec<Option<String>>>>);
+
+impl BatchSink<SpanRecord> for ThreadNames {
+    const ITEMS: &'static str = "spans";
+
+    async fn send(&mut self, _batch: Vec<SpanRecord>) {
+        let name = std::thread::current().name().map(str::to_owned);
+        self.0.lock().push(name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_handed_over_on_the_export_thread_not_a_request_thread() {
+    let names = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let (sink, rx) = SpanSink::channel(64, Counter::noop());
+    let handle = PipelineHandle::spawn(
+        rx,
+        ThreadNames(names.clone()),
+        2,
+        Duration::from_secs(1),
+        Counter::noop(),
+    );
+    for _ in 0..4 {
+        assert!(sink.send(span("/t")));
+    }
+    assert!(handle.shutdown(Duration::from_secs(5)).await);
+    let names = names.lock();
+    assert_eq!(names.len(), 2, "two full batches");
+    for name in names.iter() {
+        assert_eq!(name.as_deref(), Some("sidetrace-export"));
+    }
+}
+
+fn bounds(traces: usize) -> StoreBounds {
+    StoreBounds {
+        traces,
+        bytes: filters::trace::DEFAULT_STORE_BYTES,
+    }
 }

@@ -74,6 +74,8 @@ fn validation_names_the_field() {
         ),
         ("debug_panic_header: 'x y'", "tracing.debug_panic_header"),
         ("store_traces: 0", "tracing.store_traces"),
+        ("store_bytes: 1000", "tracing.store_bytes"),
+        ("store_bytes: 2000000000", "tracing.store_bytes"),
     ];
     for (text, field) in table {
         let cfg = yaml(text).unwrap_or_else(|e| panic!("{text}: {e}"));

@@ -41,6 +41,43 @@ fn ids(v: &serde_json::Value) -> Vec<String> {
 }
 
 #[test]
+fn the_byte_bound_evicts_the_oldest_traces_first() {
+    let one = span(SpanKind::Server, TraceId::random(), 200, 1).approx_size();
+    // Room for three plain spans, not four.
+    let store = TraceStore::with_max_bytes(1000, one * 3 + one / 2, "checkout");
+    let traces: Vec<TraceId> = (0..6).map(|_| TraceId::random()).collect();
+    for id in &traces {
+        store.insert([span(SpanKind::Server, *id, 200, 1)]);
+    }
+    assert_eq!(store.len(), 3);
+    assert_eq!(store.bytes(), one * 3);
+    let (_, v) = body(store.render_traces(""));
+    let want: Vec<String> = traces[3..].iter().rev().map(|t| t.to_string()).collect();
+    assert_eq!(ids(&v), want);
+
+    // A large span (a captured 10 kB header) pushes out as many as it takes,
+    // but the newest trace stays even when it alone is over the bound.
+    let mut big = span(SpanKind::Server, TraceId::random(), 200, 1);
+    big.user_agent = Some(http::HeaderValue::from_str(&"x".repeat(10_000)).unwrap());
+    assert!(big.approx_size() > 10_000);
+    let big_id = big.trace_id;
+    store.insert([big]);
+    assert_eq!(store.len(), 1);
+    let (_, v) = body(store.render_traces(""));
+    assert_eq!(ids(&v), vec![big_id.to_string()]);
+
+    // Spans of a stored trace count too.
+    let store = TraceStore::with_max_bytes(1000, one * 3 + one / 2, "checkout");
+    let (a, b) = (TraceId::random(), TraceId::random());
+    store.insert([span(SpanKind::Server, a, 200, 1)]);
+    store.insert([span(SpanKind::Server, b, 200, 1)]);
+    store.insert([span(SpanKind::Client, b, 200, 1)]);
+    store.insert([span(SpanKind::Client, b, 200, 1)]);
+    assert_eq!(store.len(), 1, "b's three spans leave no room for a");
+    assert_eq!(store.bytes(), one * 3);
+}
+
+#[test]
 fn ring_buffer_keeps_the_newest_traces() {
     let store = TraceStore::new(3, "checkout");
     let traces: Vec<TraceId> = (0..5).map(|_| TraceId::random()).collect();
