@@ -75,10 +75,12 @@ app.kubernetes.io/part-of: sidetrace
 {{- end }}
 {{- end }}
 
-{{/* Selector labels of the fronting pods. app.kubernetes.io/name is the fronted service's name,
-so dashboards and kubectl show the service, not "sidetrace". */}}
+{{/* Selector labels of the fronting pods: the chart's name and the release, and nothing a value
+change could touch. A Deployment's selector is immutable: a label that followed the service name
+(or any other value) would make `helm upgrade` fail with "field is immutable" when it changes. The
+service name is in the `service` label the monitors add, and in OTEL_SERVICE_NAME. */}}
 {{- define "sidetrace.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "sidetrace.serviceName" . | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ default "sidetrace" .v.nameOverride | trunc 63 | trimSuffix "-" }}
 app.kubernetes.io/instance: {{ .top.Release.Name }}
 {{- end }}
 
@@ -122,10 +124,25 @@ environment, upstream protocol, TLS file paths). Only the keys of docs/config.md
 {{- $_ := set $cfg "drain_delay" (printf "%ds" $delay) -}}
 {{- if and $v.fronting.enabled (not $cfg.drain_timeout) -}}
 {{- $grace := int $v.fronting.terminationGracePeriodSeconds -}}
-{{- if lt $grace (add $delay 2) -}}
-{{- fail (printf "fronting.terminationGracePeriodSeconds (%d) leaves no time to drain after sidetrace.drainDelaySeconds (%d): raise the grace period or lower the delay" $grace $delay) -}}
+{{- if $v.fronting.upstream -}}
+{{- /* A regular container: its preStop sleep (waitBeforeExitSeconds), SIGTERM, the delay, then
+the drain. */ -}}
+{{- $wait := int (default 0 $v.sidetrace.waitBeforeExitSeconds) -}}
+{{- if lt $grace (add $wait $delay 2) -}}
+{{- fail (printf "fronting.terminationGracePeriodSeconds (%d) leaves no time to drain after sidetrace.waitBeforeExitSeconds (%d) and sidetrace.drainDelaySeconds (%d): raise the grace period or lower the delay" $grace $wait $delay) -}}
 {{- end -}}
-{{- $_ := set $cfg "drain_timeout" (printf "%ds" (max 1 (sub (sub $grace $delay) 5))) -}}
+{{- $_ := set $cfg "drain_timeout" (printf "%ds" (max 1 (sub (sub (sub $grace $wait) $delay) 5))) -}}
+{{- else -}}
+{{- /* A native sidecar gets SIGTERM only once the app has exited: after the app's preStop (the
+delay) and its own shutdown (fronting.app.shutdownSeconds), inside the same grace period. Its own
+delay is 0 (SIDETRACE_DRAIN_DELAY in _sidecar.tpl); what is left, less 2s, is its drain. */ -}}
+{{- $app := int $v.fronting.app.shutdownSeconds -}}
+{{- $left := sub (sub (sub $grace $delay) $app) 2 -}}
+{{- if lt $left 1 -}}
+{{- fail (printf "fronting.terminationGracePeriodSeconds (%d) leaves the proxy no time to drain: the app's preStop (sidetrace.drainDelaySeconds, %d) and shutdown (fronting.app.shutdownSeconds, %d) come first; raise the grace period" $grace $delay $app) -}}
+{{- end -}}
+{{- $_ := set $cfg "drain_timeout" (printf "%ds" $left) -}}
+{{- end -}}
 {{- end -}}
 {{- toYaml $cfg -}}
 {{- end }}
@@ -157,20 +174,52 @@ the proxy's: the OTEL_* variables (sidetrace.otel) win over config.tracing.expor
 {{- end -}}
 {{- end }}
 
+{{/* The settings of one workload (JSON; read it back with fromJson): workloads.<name> of the
+values, {} for none. Takes (dict "v" VALUES "name" NAME). */}}
+{{- define "sidetrace.workload" -}}
+{{- if .name -}}
+{{- $all := .v.workloads | default dict -}}
+{{- if not (hasKey $all .name) -}}
+{{- fail (printf "sidetrace: workload %q is not in the values' workloads (it has: %s)" .name (keys $all | sortAlpha | join ", " | default "none")) -}}
+{{- end -}}
+{{- toJson (index $all .name | default dict) -}}
+{{- else -}}
+{}
+{{- end -}}
+{{- end }}
+
 {{/* The dot of the shared sidecar definition (templates/_sidecar.tpl), as JSON (read it back with
-fromJson): what that file documents, from the values the way the chart computes them. Takes the
-context dict; .native true for the native-sidecar form. */}}
+fromJson): what that file documents, from the values the way the chart computes them, with the
+workload's settings (.w, from sidetrace.workload) over them as `sidetrace inject` puts a pod's
+sidetrace.io/* annotations over them (proxy/src/inject/pod.rs). Takes the context dict; .native
+true for the native-sidecar form. */}}
 {{- define "sidetrace.sidecarContext" -}}
 {{- include "sidetrace.checkOtlp" . -}}
+{{- $w := .w | default dict -}}
 {{- $st := .v.sidetrace -}}
+{{- if $w.resources -}}
+{{- $st = deepCopy .v.sidetrace -}}
+{{- $_ := set $st "resources" (mergeOverwrite (deepCopy ($st.resources | default dict)) (deepCopy $w.resources)) -}}
+{{- end -}}
 {{- $ctx := dict "sidetrace" $st "native" (default false .native) -}}
 {{- $_ := set $ctx "image" (include "sidetrace.image" .) -}}
-{{- $_ := set $ctx "upstream" (include "sidetrace.upstream" .) -}}
-{{- $_ := set $ctx "serviceName" (include "sidetrace.serviceName" .) -}}
+{{- $upstream := include "sidetrace.upstream" . -}}
+{{- if and $w.appPort (not .v.fronting.upstream) -}}
+{{- $upstream = printf "http://127.0.0.1:%d" (int $w.appPort) -}}
+{{- end -}}
+{{- $_ := set $ctx "upstream" $upstream -}}
+{{- $_ := set $ctx "serviceName" (coalesce $w.serviceName (include "sidetrace.serviceName" .)) -}}
 {{- $_ := set $ctx "resourceAttributes" (include "sidetrace.resourceAttributes" .) -}}
 {{- $_ := set $ctx "configMapName" (include "sidetrace.configMapName" .) -}}
-{{- $_ := set $ctx "sampler" ($st.otel.tracesSampler | default "") -}}
-{{- $_ := set $ctx "samplerArg" ($st.otel.tracesSamplerArg | default "") -}}
+{{- $sampler := $st.otel.tracesSampler | default "" -}}
+{{- $samplerArg := $st.otel.tracesSamplerArg | default "" -}}
+{{- if hasKey $w "samplingRatio" -}}
+{{- /* A plain ratio sampler stays one; any other becomes the parent-based ratio. */ -}}
+{{- $sampler = ternary "traceidratio" "parentbased_traceidratio" (eq $sampler "traceidratio") -}}
+{{- $samplerArg = toString $w.samplingRatio -}}
+{{- end -}}
+{{- $_ := set $ctx "sampler" $sampler -}}
+{{- $_ := set $ctx "samplerArg" $samplerArg -}}
 {{- toJson $ctx -}}
 {{- end }}
 
@@ -180,14 +229,26 @@ restartPolicy: Always (Kubernetes native sidecar, an init container that keeps r
 {{- include "sidetrace.sidecar.container" (include "sidetrace.sidecarContext" . | fromJson) -}}
 {{- end }}
 
-{{/* ===== Library templates: include these in your own pod spec. ===== */}}
+{{/* "top" when a library template was called with (dict "top" . "workload" NAME) rather than
+with the chart's $ (which holds .Values). */}}
+{{- define "sidetrace.callTop" -}}
+{{- if and (kindIs "map" .) (hasKey . "top") (not (hasKey . "Values")) -}}top{{- end -}}
+{{- end }}
+
+{{/* ===== Library templates: include these in your own pod spec. =====
+Each takes the chart's $ (.), or (dict "top" . "workload" NAME) for a workload that shares the
+release with its own settings: workloads.NAME in the values (serviceName, appPort, samplingRatio,
+resources, appContainer), the same settings that sidetrace.io/* annotations give injected pods. */}}
 
 {{/* A regular sidecar container (a list item of `containers:`):
      containers:
-       {{- include "sidetrace.container" . | nindent 8 }} */}}
+       {{- include "sidetrace.container" . | nindent 8 }}
+       {{- include "sidetrace.container" (dict "top" . "workload" "worker") | nindent 8 }} */}}
 {{- define "sidetrace.container" -}}
-{{- $v := include "sidetrace.values" . | fromYaml -}}
-- {{ include "sidetrace.containerSpec" (dict "v" $v "top" . "native" false) | indent 2 | trim }}
+{{- $top := ternary .top . (eq (include "sidetrace.callTop" .) "top") -}}
+{{- $v := include "sidetrace.values" $top | fromYaml -}}
+{{- $w := include "sidetrace.workload" (dict "v" $v "name" (ternary .workload "" (eq (include "sidetrace.callTop" .) "top"))) | fromJson -}}
+- {{ include "sidetrace.containerSpec" (dict "v" $v "top" $top "native" false "w" $w) | indent 2 | trim }}
 {{- end }}
 
 {{/* The Kubernetes native sidecar (a list item of `initContainers:`): starts and becomes ready
@@ -195,16 +256,19 @@ before the app, keeps running, and does not keep a Job or CronJob pod from compl
      initContainers:
        {{- include "sidetrace.initContainer" . | nindent 8 }} */}}
 {{- define "sidetrace.initContainer" -}}
-{{- $v := include "sidetrace.values" . | fromYaml -}}
-- {{ include "sidetrace.containerSpec" (dict "v" $v "top" . "native" true) | indent 2 | trim }}
+{{- $top := ternary .top . (eq (include "sidetrace.callTop" .) "top") -}}
+{{- $v := include "sidetrace.values" $top | fromYaml -}}
+{{- $w := include "sidetrace.workload" (dict "v" $v "name" (ternary .workload "" (eq (include "sidetrace.callTop" .) "top"))) | fromJson -}}
+- {{ include "sidetrace.containerSpec" (dict "v" $v "top" $top "native" true "w" $w) | indent 2 | trim }}
 {{- end }}
 
 {{/* The volumes the proxy mounts (list items of `volumes:`):
      volumes:
        {{- include "sidetrace.volumes" . | nindent 8 }} */}}
 {{- define "sidetrace.volumes" -}}
-{{- $v := include "sidetrace.values" . | fromYaml -}}
-{{- include "sidetrace.sidecar.volumes" (include "sidetrace.sidecarContext" (dict "v" $v "top" .) | fromJson) -}}
+{{- $top := ternary .top . (eq (include "sidetrace.callTop" .) "top") -}}
+{{- $v := include "sidetrace.values" $top | fromYaml -}}
+{{- include "sidetrace.sidecar.volumes" (include "sidetrace.sidecarContext" (dict "v" $v "top" $top) | fromJson) -}}
 {{- end }}
 
 {{/* Whether pods carry the prometheus.io/* annotations: monitoring.annotations, unless a
@@ -215,13 +279,21 @@ twice). `sidetrace inject` decides the same way (proxy/src/inject/values.rs). "t
 {{- if and $m.annotations (not $m.podMonitor.enabled) (not $m.serviceMonitor.enabled) -}}true{{- end -}}
 {{- end }}
 
-{{/* prometheus.io/* scrape annotations for the pod (map entries of metadata.annotations); none
-when a PodMonitor or ServiceMonitor is enabled. */}}
+{{/* Pod annotations (map entries of metadata.annotations): prometheus.io/* scrape annotations,
+none when a PodMonitor or ServiceMonitor is enabled; for a workload, also
+kubectl.kubernetes.io/default-container (its appContainer) and sidetrace.io/service-name (its
+serviceName, which the monitors' relabelings put in the `service` label). */}}
 {{- define "sidetrace.podAnnotations" -}}
-{{- $v := include "sidetrace.values" . | fromYaml -}}
+{{- $top := ternary .top . (eq (include "sidetrace.callTop" .) "top") -}}
+{{- $v := include "sidetrace.values" $top | fromYaml -}}
+{{- $w := include "sidetrace.workload" (dict "v" $v "name" (ternary .workload "" (eq (include "sidetrace.callTop" .) "top"))) | fromJson -}}
+{{- $lines := list -}}
+{{- with $w.appContainer }}{{ $lines = append $lines (printf "kubectl.kubernetes.io/default-container: %s" (toJson .)) }}{{ end -}}
+{{- with $w.serviceName }}{{ $lines = append $lines (printf "sidetrace.io/service-name: %s" (toJson .)) }}{{ end -}}
 {{- if include "sidetrace.scrapeAnnotations" $v -}}
-{{- include "sidetrace.sidecar.annotations" (include "sidetrace.sidecarContext" (dict "v" $v "top" .) | fromJson) -}}
+{{- $lines = append $lines (include "sidetrace.sidecar.annotations" (include "sidetrace.sidecarContext" (dict "v" $v "top" $top) | fromJson)) -}}
 {{- end -}}
+{{- join "\n" $lines -}}
 {{- end }}
 
 {{/* ===== SLO rule helpers ===== */}}
@@ -242,6 +314,11 @@ they put namespace, pod, service and environment on every series. */}}
   targetLabel: pod
 - action: replace
   replacement: {{ include "sidetrace.serviceName" . | quote }}
+  targetLabel: service
+# A workload with its own service name (sidetrace.io/service-name on the pod) keeps it.
+- action: replace
+  sourceLabels: [__meta_kubernetes_pod_annotation_sidetrace_io_service_name]
+  regex: (.+)
   targetLabel: service
 - action: replace
   replacement: {{ .v.environment | quote }}

@@ -48,8 +48,9 @@ env:
         fieldPath: spec.nodeName
   - name: SIDETRACE_CONFIG
     value: /etc/sidetrace/sidetrace.yaml
+  # [::] takes IPv6 and (as IPv4-mapped addresses) IPv4: IPv6-only and dual-stack clusters.
   - name: SIDETRACE_INBOUND
-    value: "0.0.0.0:{{ .sidetrace.ports.inbound }}"
+    value: "{{ if .sidetrace.dualStack }}[::]{{ else }}0.0.0.0{{ end }}:{{ .sidetrace.ports.inbound }}"
   - name: SIDETRACE_UPSTREAM
     value: {{ .upstream | toJson }}
   {{- if .sidetrace.ports.outbound }}
@@ -57,7 +58,13 @@ env:
     value: "127.0.0.1:{{ .sidetrace.ports.outbound }}"
   {{- end }}
   - name: SIDETRACE_ADMIN
-    value: "0.0.0.0:{{ .sidetrace.ports.admin }}"
+    value: "{{ if .sidetrace.dualStack }}[::]{{ else }}0.0.0.0{{ end }}:{{ .sidetrace.ports.admin }}"
+  {{- if .native }}
+  # A native sidecar gets SIGTERM only after the app has exited and the pod has left the endpoints:
+  # a delay would accept clients for an app that is gone. The app's preStop covers the delay.
+  - name: SIDETRACE_DRAIN_DELAY
+    value: "0s"
+  {{- end }}
   - name: SIDETRACE_SERVICE_NAME
     value: {{ .serviceName | toJson }}
   - name: SIDETRACE_LOG_LEVEL
@@ -123,6 +130,17 @@ readinessProbe:
   failureThreshold: {{ .sidetrace.probes.readiness.failureThreshold }}
 {{- if .sidetrace.resources }}
 resources: {{ .sidetrace.resources | toJson }}
+{{- end }}
+{{- if .native }}
+{{- else }}
+{{- if .sidetrace.waitBeforeExitSeconds }}
+# A regular container gets SIGTERM with the app: the sleep keeps the proxy up (inbound, outbound)
+# while the app shuts down. A native sidecar is stopped after the app already.
+lifecycle:
+  preStop:
+    sleep:
+      seconds: {{ .sidetrace.waitBeforeExitSeconds }}
+{{- end }}
 {{- end }}
 {{- if .sidetrace.securityContext }}
 securityContext: {{ .sidetrace.securityContext | toJson }}

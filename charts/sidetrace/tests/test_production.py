@@ -108,8 +108,48 @@ def test_fronting_grace_period_covers_delay_and_drain():
     message = render_error({"fronting": {"enabled": True, "upstream": "http://legacy:8080",
                                          "terminationGracePeriodSeconds": 5},
                             "sidetrace": {"drainDelaySeconds": 5}})
-    assert "leaves no time to drain after sidetrace.drainDelaySeconds (5)" in message
+    assert "leaves no time to drain after sidetrace.waitBeforeExitSeconds (0) and sidetrace.drainDelaySeconds (5)" \
+        in message
     assert "/sidetrace/drainDelaySeconds" in render_error({"sidetrace": {"drainDelaySeconds": -1}})
+    # a regular container's preStop sleep comes out of the same grace period
+    waiting = render({"fronting": {"enabled": True, "upstream": "http://legacy:8080",
+                                   "terminationGracePeriodSeconds": 40},
+                      "sidetrace": {"drainDelaySeconds": 10, "waitBeforeExitSeconds": 8}})
+    assert proxy_config(waiting)["drain_timeout"] == "17s"
+    (proxy,) = by_kind(objects(waiting), "Deployment")[0]["spec"]["template"]["spec"]["containers"]
+    assert proxy["lifecycle"] == {"preStop": {"sleep": {"seconds": 8}}}
+
+
+APP = {"enabled": True, "app": {"image": {"repository": "ghcr.io/acme/app"}}}
+
+
+def test_native_sidecar_drains_after_the_apps_shutdown():
+    """The native sidecar gets SIGTERM only after the app has exited: the app's preStop (the drain
+    delay) and shutdown come first, the proxy drains in what is left, with no delay of its own."""
+    rendered = render({"fronting": {**APP, "terminationGracePeriodSeconds": 40, "app": {
+        **APP["app"], "shutdownSeconds": 15}}, "sidetrace": {"drainDelaySeconds": 6}})
+    assert proxy_config(rendered)["drain_timeout"] == "17s"  # 40 - 6 - 15 - 2
+    pod = by_kind(objects(rendered), "Deployment")[0]["spec"]["template"]["spec"]
+    (proxy,) = pod["initContainers"]
+    assert {e["name"]: e.get("value") for e in proxy["env"]}["SIDETRACE_DRAIN_DELAY"] == "0s"
+    assert "lifecycle" not in proxy
+    (app,) = pod["containers"]
+    assert app["lifecycle"] == {"preStop": {"sleep": {"seconds": 6}}}, "the app serves through the delay"
+    message = render_error({"fronting": {**APP, "terminationGracePeriodSeconds": 16}})
+    assert "leaves the proxy no time to drain" in message and "fronting.app.shutdownSeconds, 10" in message
+    no_delay = render({"fronting": APP, "sidetrace": {"drainDelaySeconds": 0}})
+    (app,) = by_kind(objects(no_delay), "Deployment")[0]["spec"]["template"]["spec"]["containers"]
+    assert "lifecycle" not in app
+
+
+def test_regular_sidecar_keeps_the_delay_and_waits_only_when_asked(example_render):
+    pods = dict(pods_of(objects(example_render)))
+    (regular,) = [c for c in pods[f"shop-checkout"]["containers"] if c["name"] == "sidetrace"]
+    env = {e["name"]: e.get("value") for e in regular["env"]}
+    assert "SIDETRACE_DRAIN_DELAY" not in env, "the config's drain_delay applies"
+    assert "lifecycle" not in regular
+    (native,) = pods["shop-checkout-reconcile"]["initContainers"]
+    assert {e["name"]: e.get("value") for e in native["env"]}["SIDETRACE_DRAIN_DELAY"] == "0s"
 
 
 # === names that never collide ===
@@ -483,3 +523,115 @@ def test_every_proxy_setting_passes_the_schema_and_the_proxy(sampler, tmp_path):
 ])
 def test_schema_still_rejects_wrong_proxy_settings(tracing, where):
     assert where in render_error({"sidetrace": {"config": {"tracing": tracing}}})
+
+
+# === selector labels that never change on upgrade ===
+
+def selectors(values: dict) -> dict[tuple[str, str], dict]:
+    """Every selector of the release's objects (Deployments, PDB, Services, NetworkPolicy), and
+    the Deployments' pod labels, which must keep matching them."""
+    out = {}
+    for o in objects(render(values)):
+        kind, name, spec = o["kind"], o["metadata"]["name"], o.get("spec", {})
+        if kind == "Deployment":
+            out[(kind, name)] = spec["selector"]["matchLabels"]
+            labels = spec["template"]["metadata"]["labels"]
+            assert spec["selector"]["matchLabels"].items() <= labels.items(), (name, labels)
+        elif kind == "PodDisruptionBudget":
+            out[(kind, name)] = spec["selector"]["matchLabels"]
+        elif kind == "Service":
+            out[(kind, name)] = spec["selector"]
+        elif kind == "NetworkPolicy":
+            out[(kind, name)] = spec["podSelector"]
+    return out
+
+
+def test_selector_labels_never_change_on_upgrade():
+    """A Deployment's selector is immutable: an upgrade that changed it would fail with "field is
+    immutable". Nothing but the release (and nameOverride) may move it."""
+    base = {"fronting": {"enabled": True, "app": {"image": {"repository": "ghcr.io/acme/app"}},
+                         "podDisruptionBudget": {"enabled": True}},
+            "webhook": {"enabled": True, "certManager": True}, "networkPolicy": {"enabled": True}}
+    before = selectors(base)
+    assert {k for k, _ in before} == {"Deployment", "PodDisruptionBudget", "Service", "NetworkPolicy"}
+    upgrades = [
+        {"sidetrace": {"serviceName": "renamed"}},
+        {"sidetrace": {"config": {"service": {"name": "from-config"}}}},
+        {"environment": "staging"},
+        {"sidetrace": {"image": {"tag": "9.9.9"}, "appPort": 9090}},
+        {"fronting": {"app": {"image": {"tag": "2.0"}}, "podLabels": {"team": "payments"}, "replicas": 3}},
+        {"commonLabels": {"cost-center": "42"}},
+    ]
+    import copy
+
+    from conftest import deep_merge
+    for change in upgrades:
+        assert selectors(deep_merge(copy.deepcopy(base), change)) == before, change
+
+
+# === bind addresses for IPv6-only and dual-stack clusters ===
+
+def test_dual_stack_binds_every_listener_to_the_ipv6_any_address():
+    values = {"fronting": {"enabled": True, "upstream": "http://legacy:8080"},
+              "webhook": {"enabled": True, "certManager": True}}
+    for dual, host in ((False, "0.0.0.0"), (True, "[::]")):
+        objs = objects(render({**values, "sidetrace": {"dualStack": dual}}))
+        deploys = {o["metadata"]["name"]: o for o in by_kind(objs, "Deployment")}
+        (proxy,) = deploys["shop-sidetrace"]["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in proxy["env"]}
+        assert env["SIDETRACE_INBOUND"] == f"{host}:15080" and env["SIDETRACE_ADMIN"] == f"{host}:15090"
+        assert env["SIDETRACE_UPSTREAM"] == "http://legacy:8080"
+        (webhook,) = deploys["shop-sidetrace-webhook"]["spec"]["template"]["spec"]["containers"]
+        assert f"--listen={host}:8443" in webhook["args"]
+
+
+def test_the_proxy_bound_to_the_ipv6_any_address_serves_ipv4_and_ipv6(tmp_path):
+    """The real binary with the dual-stack container's environment: check-config takes [::], and
+    the listeners answer over IPv4 (as mapped addresses) and IPv6; the admin port still counts an
+    IPv4 loopback peer, arriving as ::ffff:127.0.0.1, as loopback."""
+    import os
+    import subprocess
+
+    import yaml
+
+    from conftest import run
+    from live import free_port, http_get, stop, wait_until
+    from test_live import container_env, sidetrace_bin
+
+    binary = sidetrace_bin()
+    rendered = render({"fronting": {"enabled": True, "upstream": "http://legacy:8080"},
+                       "sidetrace": {"dualStack": True}})
+    (proxy,) = by_kind(objects(rendered), "Deployment")[0]["spec"]["template"]["spec"]["containers"]
+    config = tmp_path / "sidetrace.yaml"
+    config.write_text(yaml.safe_dump(proxy_config(rendered)))
+    up, inbound, admin = free_port(), free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SIDETRACE_", "OTEL_", "K8S_"))}
+    rendered_env = container_env(proxy, {"SIDETRACE_CONFIG": str(config)})
+    assert rendered_env["SIDETRACE_INBOUND"].startswith("[::]:")
+    env.update(rendered_env)
+    # the rendered addresses as they are, only the ports made free
+    env.update({"SIDETRACE_INBOUND": f"[::]:{inbound}", "SIDETRACE_ADMIN": f"[::]:{admin}",
+                "SIDETRACE_UPSTREAM": f"http://127.0.0.1:{up}"})
+    # check-config reads files, not the environment: the rendered addresses as the file's keys
+    in_file = tmp_path / "listen.yaml"
+    cfg = proxy_config(rendered)
+    cfg["inbound"] = {**cfg.get("inbound", {}), "listen": rendered_env["SIDETRACE_INBOUND"]}
+    cfg["admin"] = {**cfg.get("admin", {}), "listen": rendered_env["SIDETRACE_ADMIN"]}
+    in_file.write_text(yaml.safe_dump(cfg))
+    p = run([str(binary), "check-config", "--without-files", str(in_file)], timeout=30, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert '"inbound": "[::]:15080"' in p.stdout and '"admin": "[::]:15090"' in p.stdout, p.stdout
+    procs = []
+    try:
+        procs.append(subprocess.Popen([str(binary), "echo", "--listen", f"127.0.0.1:{up}"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(subprocess.Popen([str(binary), *proxy["args"]], env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+        wait_until("admin /ready over IPv6", lambda: http_get(f"http://[::1]:{admin}/ready")[0] == 200, procs=procs)
+        for host in ("127.0.0.1", "[::1]"):
+            assert http_get(f"http://{host}:{admin}/ready")[0] == 200, host
+            assert http_get(f"http://{host}:{inbound}/orders")[0] == 200, host
+            assert http_get(f"http://{host}:{admin}/config")[0] == 200, f"{host} is loopback"
+    finally:
+        for proc in reversed(procs):
+            stop(proc)

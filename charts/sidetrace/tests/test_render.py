@@ -283,7 +283,9 @@ def test_monitors_relabel_namespace_pod_service_environment(case):
         for mon in by_kind(objs, kind):
             (ep,) = mon["spec"][key]
             assert ep["port"] == "st-admin" and ep["path"] == "/metrics"
-            targets = {r["targetLabel"]: r for r in ep["relabelings"]}
+            targets: dict[str, dict] = {}
+            for r in ep["relabelings"]:  # the first rule per label (a workload's annotation may follow)
+                targets.setdefault(r["targetLabel"], r)
             assert set(targets) >= {"namespace", "pod", "service", "environment"}
             assert targets["environment"]["replacement"] == env
             assert targets["service"]["replacement"] == service

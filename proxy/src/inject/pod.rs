@@ -31,6 +31,25 @@ pub const CONFIG_MAP: &str = "sidetrace.io/config-map";
 pub const MODE: &str = "sidetrace.io/mode";
 /// Written by injection: what it added.
 pub const STATUS: &str = "sidetrace.io/status";
+/// The proxy's CPU request, a Kubernetes quantity (`100m`), over the values'.
+pub const PROXY_CPU_REQUEST: &str = "sidetrace.io/proxy-cpu-request";
+/// The proxy's CPU limit.
+pub const PROXY_CPU_LIMIT: &str = "sidetrace.io/proxy-cpu-limit";
+/// The proxy's memory request (`64Mi`).
+pub const PROXY_MEMORY_REQUEST: &str = "sidetrace.io/proxy-memory-request";
+/// The proxy's memory limit.
+pub const PROXY_MEMORY_LIMIT: &str = "sidetrace.io/proxy-memory-limit";
+/// The container `kubectl logs` and `kubectl exec` pick without `-c`:
+/// injection points it at the app unless the pod names one already.
+pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
+
+/// The resource annotations: (annotation, `requests` or `limits`, resource).
+const RESOURCES: [(&str, &str, &str); 4] = [
+    (PROXY_CPU_REQUEST, "requests", "cpu"),
+    (PROXY_CPU_LIMIT, "limits", "cpu"),
+    (PROXY_MEMORY_REQUEST, "requests", "memory"),
+    (PROXY_MEMORY_LIMIT, "limits", "memory"),
+];
 
 /// What the caller decides for every pod.
 #[derive(Clone, Copy, Debug)]
@@ -239,6 +258,23 @@ pub fn plan_inject(
             ))
         }
     };
+    let mut resources = Map::new();
+    for (key, kind, resource) in RESOURCES {
+        let Some(q) = note_str(key)? else { continue };
+        if !is_quantity(q) {
+            return Err(bad(
+                format!("metadata.annotations.{key}"),
+                format!("{q:?} is not a Kubernetes quantity (e.g. 100m, 0.5, 64Mi)"),
+            ));
+        }
+        let entry = resources
+            .entry(kind.to_string())
+            .or_insert_with(Value::object);
+        if let Some(m) = entry.as_object_mut() {
+            m.insert(resource.to_string(), q.into());
+        }
+    }
+    let resources = (!resources.is_empty()).then(|| Value::Object(resources));
     let sidecar = injector
         .sidecar(&SidecarParams {
             mode,
@@ -246,6 +282,7 @@ pub fn plan_inject(
             service_name: &service_name,
             config_map,
             sampling_ratio,
+            resources: resources.as_ref(),
         })
         .map_err(|e| bad("sidecar", e.to_string()))?;
     let existing_volumes = list(spec, "volumes", "spec.volumes")?;
@@ -267,11 +304,15 @@ pub fn plan_inject(
     }
     let mut added_annotations: Vec<String> = Vec::new();
     let mut new_annotations = Map::new();
-    for (k, v) in &sidecar.annotations {
-        // The pod's own scrape settings (say, for the app's metrics) win.
-        if note(k).is_none() {
+    let app = app_container(containers, app_port);
+    let pod_annotations = std::iter::once((DEFAULT_CONTAINER.to_string(), Value::from(app)))
+        .chain(sidecar.annotations.clone());
+    for (k, v) in pod_annotations {
+        // The pod's own settings (its default container, scrape settings for the app's
+        // metrics) win.
+        if note(&k).is_none() {
             added_annotations.push(k.clone());
-            new_annotations.insert(k.clone(), v.clone());
+            new_annotations.insert(k, v);
         }
     }
     let volume_names: Vec<String> = sidecar
@@ -407,6 +448,40 @@ pub(super) fn name_of(v: &Value) -> &str {
 
 pub(super) fn find<'a>(items: &'a [Value], name: &str) -> Option<&'a Value> {
     items.iter().find(|v| name_of(v) == name)
+}
+
+/// The app's container: the one that declares the app port, else the first.
+fn app_container(containers: &[Value], app_port: u16) -> &str {
+    containers
+        .iter()
+        .find(|c| container_ports(c).any(|(p, _)| p == app_port))
+        .or(containers.first())
+        .map_or("", name_of)
+}
+
+/// A Kubernetes resource quantity: a decimal number with an optional
+/// binary (`Ki` .. `Ei`) or decimal (`m`, `k`, `M` .. `E`) suffix or
+/// exponent, as the API server accepts it.
+fn is_quantity(s: &str) -> bool {
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(digits.len());
+    let (number, suffix) = digits.split_at(end);
+    let mut parts = number.split('.');
+    let whole = parts.next().unwrap_or("");
+    let fraction = parts.next();
+    if parts.next().is_some() || (whole.is_empty() && fraction.is_none_or(str::is_empty)) {
+        return false;
+    }
+    match suffix {
+        "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" => true,
+        "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" => true,
+        exp => exp
+            .strip_prefix(['e', 'E'])
+            .map(|e| e.strip_prefix(['+', '-']).unwrap_or(e))
+            .is_some_and(|e| !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())),
+    }
 }
 
 /// `(port, name)` of a container's TCP ports.

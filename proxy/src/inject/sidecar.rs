@@ -66,6 +66,10 @@ pub struct SidecarParams<'a> {
     pub config_map: &'a str,
     /// A parent-based ratio sampler with this ratio, over the values'.
     pub sampling_ratio: Option<&'a str>,
+    /// Resource quantities (`{requests: {cpu: ..}, limits: {memory: ..}}`)
+    /// merged over the values' `sidetrace.resources`, key by key, as the
+    /// chart merges a workload's `resources`.
+    pub resources: Option<&'a Value>,
 }
 
 /// The rendered sidecar.
@@ -110,6 +114,7 @@ impl Injector {
             service_name: "check",
             config_map: "check",
             sampling_ratio: Some("0.5"),
+            resources: None,
         })?;
         Ok(injector)
     }
@@ -147,8 +152,10 @@ impl Injector {
             .as_ref()
             .map_err(Clone::clone)?;
         let fill = |v: &Value| fill(v, &strings);
+        let mut container = fill(&prepared.container);
+        with_resources(&mut container, p.resources);
         Ok(Sidecar {
-            container: fill(&prepared.container),
+            container,
             volumes: prepared.volumes.iter().map(fill).collect(),
             annotations: prepared
                 .annotations
@@ -162,10 +169,12 @@ impl Injector {
     /// reference [`Injector::sidecar`] is checked against.
     pub fn render(&self, p: &SidecarParams<'_>) -> Result<Sidecar, TemplateError> {
         let strings = self.strings(p);
-        self.render_with(
+        let mut sidecar = self.render_with(
             p.mode == Mode::Native,
             &strings.each_ref().map(String::as_str),
-        )
+        )?;
+        with_resources(&mut sidecar.container, p.resources);
+        Ok(sidecar)
     }
 
     /// The pod's strings, in [`LOCALS`] order.
@@ -229,6 +238,43 @@ impl Injector {
             line: 0,
             message: format!("{name} rendered invalid YAML: {e}"),
         })
+    }
+}
+
+/// Merges a pod's resource quantities over the container's `resources`
+/// (Helm's `mergeOverwrite`: maps key by key), adding the key after
+/// `readinessProbe`, where the definition puts it, when the values had none.
+fn with_resources(container: &mut Value, over: Option<&Value>) {
+    let (Some(over), Some(c)) = (over, container.as_object_mut()) else {
+        return;
+    };
+    match c.get_mut("resources") {
+        Some(existing @ Value::Object(_)) => merge_maps(existing, over),
+        _ => {
+            let at = c
+                .get_index_of("readinessProbe")
+                .map_or(c.len(), |i| i + 1)
+                .min(c.len());
+            c.shift_insert(at, "resources".into(), over.clone());
+        }
+    }
+}
+
+fn merge_maps(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(existing @ Value::Object(_)) if matches!(v, Value::Object(_)) => {
+                        merge_maps(existing, v)
+                    }
+                    _ => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
     }
 }
 

@@ -133,6 +133,7 @@ fn injects_a_native_sidecar_with_everything_the_chart_gives() {
             "SIDETRACE_INBOUND",
             "SIDETRACE_UPSTREAM",
             "SIDETRACE_ADMIN",
+            "SIDETRACE_DRAIN_DELAY",
             "SIDETRACE_SERVICE_NAME",
             "SIDETRACE_LOG_LEVEL",
             "SIDETRACE_LOG_FORMAT",
@@ -143,6 +144,8 @@ fn injects_a_native_sidecar_with_everything_the_chart_gives() {
     let value = |n: &str| env.iter().find(|(k, _)| k == n).unwrap().1.clone().unwrap();
     assert_eq!(value("SIDETRACE_UPSTREAM"), "http://127.0.0.1:8080");
     assert_eq!(value("SIDETRACE_INBOUND"), "0.0.0.0:15080");
+    // stopped after the app, when the pod has left the endpoints: no delay of its own
+    assert_eq!(value("SIDETRACE_DRAIN_DELAY"), "0s");
     assert_eq!(value("OTEL_SERVICE_NAME"), "checkout");
     assert_eq!(
         c.at("readinessProbe.httpGet.path").unwrap().as_str(),
@@ -349,6 +352,7 @@ fn the_per_shape_copy_is_what_rendering_gives() {
                 service_name: service,
                 config_map,
                 sampling_ratio: ratio,
+                resources: None,
             };
             let reference = inj.render(&p).unwrap();
             assert_eq!(inj.sidecar(&p).unwrap(), reference, "{service:?}");
@@ -359,4 +363,146 @@ fn the_per_shape_copy_is_what_rendering_gives() {
             );
         }
     }
+}
+
+#[test]
+fn resource_annotations_override_the_values_key_by_key() {
+    let input = "\
+kind: Pod
+metadata:
+  name: worker
+  annotations:
+    sidetrace.io/proxy-cpu-request: 200m
+    sidetrace.io/proxy-memory-limit: 256Mi
+    sidetrace.io/proxy-cpu-limit: '1'
+spec: {containers: [{name: a, image: i, ports: [{containerPort: 80}]}]}
+";
+    let out = yaml(&inject(input).output);
+    let c = &out.at("spec.initContainers").unwrap().as_array().unwrap()[0];
+    // the values' memory request (32Mi) stays; the rest comes from the pod
+    assert_eq!(
+        c.get("resources").unwrap(),
+        &yaml("requests: {cpu: 200m, memory: 32Mi}\nlimits: {memory: 256Mi, cpu: '1'}")
+    );
+    // without resources in the values, the key is added where the definition puts it
+    let mut values = ChartValues::defaults().unwrap();
+    values.merge(yaml("sidetrace: {resources: null}"));
+    let inj = Injector::new(&values, "shop").unwrap();
+    let out = process(
+        input,
+        &inj,
+        Action::Inject {
+            mode: Mode::Native,
+            app_port: None,
+        },
+    )
+    .unwrap();
+    let out = yaml(&out.output);
+    let c = &out.at("spec.initContainers").unwrap().as_array().unwrap()[0];
+    let keys: Vec<&String> = c.as_object().unwrap().keys().collect();
+    let at = keys.iter().position(|k| *k == "resources").unwrap();
+    assert_eq!(keys[at - 1], "readinessProbe");
+    assert_eq!(
+        c.get("resources").unwrap(),
+        &yaml("requests: {cpu: 200m}\nlimits: {memory: 256Mi, cpu: '1'}")
+    );
+    for bad in ["lots", "1.2.3", "100 m", "", "5Mb", "1e"] {
+        let doc = format!(
+            "kind: Pod\nmetadata: {{name: p, annotations: {{sidetrace.io/proxy-memory-request: '{bad}'}}}}\nspec: {{containers: [{{name: a, image: i, ports: [{{containerPort: 80}}]}}]}}\n"
+        );
+        let e = process(
+            &doc,
+            &injector(),
+            Action::Inject {
+                mode: Mode::Native,
+                app_port: None,
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("metadata.annotations.sidetrace.io/proxy-memory-request")
+                && e.contains("is not a Kubernetes quantity"),
+            "{bad:?}: {e}"
+        );
+    }
+    for good in ["1", "0.5", ".5", "100m", "64Mi", "1e3", "2E-2", "+1G"] {
+        let doc = format!(
+            "kind: Pod\nmetadata: {{name: p, annotations: {{sidetrace.io/proxy-cpu-limit: '{good}'}}}}\nspec: {{containers: [{{name: a, image: i, ports: [{{containerPort: 80}}]}}]}}\n"
+        );
+        inject(&doc);
+    }
+}
+
+#[test]
+fn the_default_container_is_the_app_unless_the_pod_names_one() {
+    // the app port is declared by the second container: that one is the app
+    let input = "\
+kind: Pod
+metadata: {name: p}
+spec:
+  containers:
+    - {name: log-shipper, image: fluent}
+    - {name: web, image: i, ports: [{containerPort: 8080}]}
+";
+    for mode in [Mode::Native, Mode::Container] {
+        let report = process(
+            input,
+            &injector(),
+            Action::Inject {
+                mode,
+                app_port: None,
+            },
+        )
+        .unwrap();
+        let out = yaml(&report.output);
+        assert_eq!(
+            out.at("metadata.annotations")
+                .unwrap()
+                .get(pod::DEFAULT_CONTAINER)
+                .unwrap()
+                .as_str(),
+            Some("web"),
+            "{mode:?}"
+        );
+        // uninject takes it away again
+        let back = process(&report.output, &injector(), Action::Uninject).unwrap();
+        assert_eq!(yaml(&back.output), yaml(input));
+    }
+    let named = input.replace(
+        "metadata: {name: p}",
+        "metadata: {name: p, annotations: {kubectl.kubernetes.io/default-container: log-shipper}}",
+    );
+    let out = yaml(&inject(&named).output);
+    let ann = out.at("metadata.annotations").unwrap();
+    assert_eq!(
+        ann.get(pod::DEFAULT_CONTAINER).unwrap().as_str(),
+        Some("log-shipper")
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(ann.get(STATUS).unwrap().as_str().unwrap()).unwrap();
+    assert!(!status["annotations"]
+        .as_array()
+        .unwrap()
+        .contains(&pod::DEFAULT_CONTAINER.into()));
+    // with --app-port and no declared port: the first container
+    let bare = "kind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: first, image: i}, {name: second, image: j}]}\n";
+    let out = process(
+        bare,
+        &injector(),
+        Action::Inject {
+            mode: Mode::Native,
+            app_port: Some(9000),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        yaml(&out.output)
+            .at("metadata.annotations")
+            .unwrap()
+            .get(pod::DEFAULT_CONTAINER)
+            .unwrap()
+            .as_str(),
+        Some("first")
+    );
 }

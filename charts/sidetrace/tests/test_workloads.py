@@ -1,0 +1,140 @@
+"""Two workloads share one release with their own settings (workloads.* in the values, the
+library templates called with (dict "top" . "workload" NAME)), and `sidetrace inject` gives the
+same pod from the sidetrace.io/* annotations.
+
+Fixture: fixtures/workloads, a user chart with an api Deployment (the release's settings, regular
+sidecar) and a worker Deployment (workloads.worker: service name, app port, sampling, resources,
+default container; native sidecar).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import CHART, RELEASE, by_kind, helm, objects, render
+from inject_helpers import documents, inject, ok, pod_template, validate, without_status
+from test_inject import sidecars, strip_sidecar
+from test_render import validate_core
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "workloads"
+
+
+@pytest.fixture(scope="module")
+def workloads_chart(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("workloads") / "shop"
+    shutil.copytree(FIXTURE, work, ignore=shutil.ignore_patterns("charts", "Chart.lock"))
+    chart_yaml = work / "Chart.yaml"
+    chart_yaml.write_text(chart_yaml.read_text().replace("file://../../..", f"file://{CHART}"))
+    helm().dependency_update(str(work))
+    return work
+
+
+def deployments(rendered: dict[str, str]) -> dict[str, dict]:
+    return {o["metadata"]["name"].removeprefix(f"{RELEASE}-"): o for o in by_kind(objects(rendered), "Deployment")}
+
+
+def proxy_env(pod: dict) -> dict[str, str]:
+    (_, proxy), = sidecars(pod)
+    return {e["name"]: e.get("value") for e in proxy["env"]}
+
+
+def test_two_workloads_share_a_release_with_their_own_settings(workloads_chart):
+    rendered = render(chart=workloads_chart)
+    assert validate_core([o for o in objects(rendered)]) == []
+    deploys = deployments(rendered)
+    api, worker = pod_template(deploys["api"]), pod_template(deploys["worker"])
+
+    env = proxy_env(api)
+    assert env["OTEL_SERVICE_NAME"] == env["SIDETRACE_SERVICE_NAME"] == "shop-api"
+    assert env["SIDETRACE_UPSTREAM"] == "http://127.0.0.1:8080"
+    assert "OTEL_TRACES_SAMPLER" not in env
+    (_, api_proxy), = sidecars(api)
+    assert api_proxy["resources"] == {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}}
+
+    env = proxy_env(worker)
+    assert env["OTEL_SERVICE_NAME"] == env["SIDETRACE_SERVICE_NAME"] == "shop-worker"
+    assert env["SIDETRACE_UPSTREAM"] == "http://127.0.0.1:9090"
+    assert env["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio" and env["OTEL_TRACES_SAMPLER_ARG"] == "0.5"
+    (where, worker_proxy), = sidecars(worker)
+    assert where == "initContainers"
+    # merged over sidetrace.resources key by key
+    assert worker_proxy["resources"] == {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}}
+    ann = worker["metadata"]["annotations"]
+    assert ann["kubectl.kubernetes.io/default-container"] == "worker"
+    assert ann["sidetrace.io/service-name"] == "shop-worker"
+    assert ann["prometheus.io/scrape"] == "true"
+    assert "sidetrace.io/service-name" not in api["metadata"]["annotations"]
+
+    # one ConfigMap for both
+    names = {v["configMap"]["name"] for p in (api, worker) for v in p["spec"]["volumes"] if "configMap" in v}
+    assert names == {f"{RELEASE}-sidetrace-config"}
+
+
+# What the worker's values say, as annotations on a pod that `sidetrace inject` reads.
+WORKER_ANNOTATIONS = {
+    "sidetrace.io/app-port": "9090",
+    "sidetrace.io/sampling-ratio": "0.5",
+    "sidetrace.io/proxy-cpu-request": "10m",
+    "sidetrace.io/proxy-memory-limit": "64Mi",
+}
+
+
+@pytest.mark.parametrize("name, flags, annotations", [
+    ("api", ["--mode", "container"], {}),
+    ("worker", ["--mode", "native"], WORKER_ANNOTATIONS),
+])
+def test_inject_with_annotations_gives_what_the_workload_values_give(workloads_chart, tmp_path, name, flags,
+                                                                     annotations):
+    chart_obj = deployments(render(chart=workloads_chart))[name]
+    before = strip_sidecar(chart_obj)
+    pod_template(before)["metadata"].setdefault("annotations", {}).update(annotations)
+    values = yaml.safe_load((workloads_chart / "values.yaml").read_text())["sidetrace"]
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    out = ok(inject("--release", RELEASE, "-f", str(values_file), *flags, "-", stdin=yaml.safe_dump(before)))
+    (injected,) = documents(out)
+    injected = without_status(injected)
+    for key in annotations:
+        del pod_template(injected)["metadata"]["annotations"][key]
+    assert injected == chart_obj, f"{name}: inject and the chart differ"
+    assert validate([injected]) == []
+
+
+def test_an_unknown_workload_is_refused(workloads_chart, tmp_path):
+    copy = tmp_path / "shop"
+    shutil.copytree(workloads_chart, copy)
+    values = copy / "values.yaml"
+    values.write_text(values.read_text().replace("    worker:\n", "    jobs:\n"))
+    with pytest.raises(helm().errors.HelmRenderError) as info:
+        render(chart=copy)
+    assert 'workload "worker" is not in the values\' workloads (it has: jobs)' in str(info.value)
+
+
+@pytest.mark.parametrize("workload, where", [
+    ({"samplingRatio": 2}, "/workloads/w/samplingRatio"),
+    ({"appPort": 0}, "/workloads/w/appPort"),
+    ({"servicename": "x"}, "/workloads/w"),
+    ({"resources": {"requests": {"cpu": "lots"}}}, "/workloads/w/resources/requests/cpu"),
+])
+def test_schema_checks_workload_settings(workload, where):
+    errors = helm().errors
+    with pytest.raises((errors.HelmValuesError, errors.HelmRenderError)) as info:
+        render({"workloads": {"w": workload}})
+    assert where in str(info.value)
+
+
+def test_monitors_keep_a_workloads_service_name():
+    objs = objects(render({"monitoring": {"podMonitor": {"enabled": True}}}))
+    (pm,) = by_kind(objs, "PodMonitor")
+    relabel = pm["spec"]["podMetricsEndpoints"][0]["relabelings"]
+    static = [i for i, r in enumerate(relabel) if r.get("targetLabel") == "service"]
+    assert len(static) == 2
+    first, second = (relabel[i] for i in static)
+    assert "replacement" in first and "sourceLabels" not in first
+    assert second == {"action": "replace", "sourceLabels": ["__meta_kubernetes_pod_annotation_sidetrace_io_service_name"],
+                      "regex": "(.+)", "targetLabel": "service"}
