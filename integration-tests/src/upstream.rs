@@ -91,6 +91,26 @@ impl Upstream {
         .await
     }
 
+    /// An HTTP/1.1 app that answers every request after `delay`; the second
+    /// value is the most requests it has held at once.
+    pub async fn slow_tracking_concurrency(delay: std::time::Duration) -> (Self, Arc<AtomicUsize>) {
+        let now = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let seen = most.clone();
+        let up = Self::http1_app(move |_req: Request<Incoming>| {
+            let (now, most) = (now.clone(), most.clone());
+            async move {
+                let at_once = now.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(at_once, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                Response::new(Full::new(Bytes::from_static(b"ok")))
+            }
+        })
+        .await;
+        (up, seen)
+    }
+
     /// An HTTP/1.1-only server answering with `handle`, counting requests.
     async fn http1_app<F, Fut>(handle: F) -> Self
     where

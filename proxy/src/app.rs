@@ -361,6 +361,16 @@ pub async fn start_with(
         header_read_timeout: limits.header_read_timeout,
         idle_timeout: limits.idle_timeout,
         max_connections: limits.max_connections,
+        rejected_connections: recorder.register_counter(
+            &Key::from_parts(
+                "sidetrace_connections_rejected_total",
+                vec![
+                    Label::new("listener", name),
+                    Label::new("reason", "max_connections"),
+                ],
+            ),
+            &md,
+        ),
         max_requests_in_flight: limits.max_requests_in_flight,
         shed_in_flight: recorder.register_counter(
             &Key::from_parts(

@@ -7,7 +7,7 @@
 //! the limit) and logged here with the peer address.
 //!
 //! What one client may hold is bounded here: connections per listener (past
-//! the cap, new ones wait in the kernel's accept queue), a TLS handshake
+//! the cap, new ones are refused at once and counted: see [`refuse`]), a TLS handshake
 //! deadline, a head deadline from accept or the handshake's end (in the
 //! framing guard), an idle timeout for connections with no request in
 //! flight, and HTTP/2 streams per connection with a bounded send buffer
@@ -57,8 +57,10 @@ pub struct ServeOptions {
     pub header_read_timeout: Duration,
     /// A connection with no request in flight for this long is closed.
     pub idle_timeout: Duration,
-    /// Open connections at most.
+    /// Open connections at most; past it new ones are refused.
     pub max_connections: usize,
+    /// Connections refused because the listener had `max_connections` open.
+    pub rejected_connections: metrics::Counter,
     /// Requests in flight across the listener's connections, at most.
     pub max_requests_in_flight: usize,
     /// Requests refused because the listener had its maximum in flight.
@@ -160,6 +162,7 @@ pub async fn serve<S>(
         // beyond it the response body is not polled, so the upstream waits.
         .max_send_buf_size(options.http2_stream_buffer_bytes);
     let slots = Arc::new(Semaphore::new(options.max_connections));
+    let refusing = Arc::new(Semaphore::new(refusals_answered(options.max_connections)));
     let shared = Arc::new(Listener {
         builder,
         options,
@@ -167,16 +170,6 @@ pub async fn serve<S>(
     });
     tokio::pin!(stop);
     loop {
-        // At the cap, stop accepting: new connections wait in the kernel's
-        // queue until one closes, instead of taking descriptors.
-        let permit = tokio::select! {
-            biased;
-            () = &mut stop => break,
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
         let (stream, peer) = tokio::select! {
             biased;
             () = &mut stop => break,
@@ -189,6 +182,13 @@ pub async fn serve<S>(
                     continue;
                 }
             },
+        };
+        // At the cap, refuse at once rather than leave the client waiting
+        // in the kernel's queue with no answer: counted, and answered when
+        // the refusals being answered leave room.
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            refuse(stream, peer, &shared.options, &refusing);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         connections.0.fetch_add(1, Ordering::Relaxed);
@@ -211,6 +211,78 @@ pub async fn serve<S>(
     while connections.get() > 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// How long a refused connection is held to answer it and read what the
+/// client sent (so that closing does not reset the answer away).
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// Refused connections answered at once, at most: a share of the cap, so a
+/// flood of refusals holds few descriptors; past it they are just closed.
+fn refusals_answered(max_connections: usize) -> usize {
+    (max_connections / 4).clamp(16, 64)
+}
+
+/// What a refused HTTP/1 client reads: 503 `overloaded`, `NETWORK`.
+const HTTP1_REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+    connection: close\r\n\
+    content-type: text/plain\r\n\
+    x-sidetrace-error: NETWORK\r\n\
+    content-length: 57\r\n\r\n\
+    too many connections to this listener (max_connections)\r\n";
+
+/// What a refused HTTP/2 (prior knowledge) client reads: the server
+/// preface (empty SETTINGS), then GOAWAY with last stream 0 and
+/// REFUSED_STREAM: no stream was processed, every request can be retried.
+const H2_REFUSAL: &[u8] = &[
+    0, 0, 0, 4, 0, 0, 0, 0, 0, // SETTINGS, no parameters
+    0, 0, 8, 7, 0, 0, 0, 0, 0, // GOAWAY, 8 bytes, stream 0
+    0, 0, 0, 0, // last stream id 0
+    0, 0, 0, 7, // REFUSED_STREAM
+];
+
+/// A connection over `max_connections`: counted, and answered (a 503 for
+/// HTTP/1, GOAWAY for HTTP/2) when plain text and the refusals in progress
+/// leave room; a TLS connection is closed (an answer would cost a handshake).
+fn refuse(stream: TcpStream, peer: SocketAddr, options: &ServeOptions, refusing: &Arc<Semaphore>) {
+    options.rejected_connections.increment(1);
+    tracing::debug!(listener = options.name, client = %peer, "connection refused: max_connections reached");
+    if options.tls.is_some() {
+        return;
+    }
+    let Ok(permit) = refusing.clone().try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let _ = tokio::time::timeout(REFUSAL_LINGER, answer_refusal(stream)).await;
+    });
+}
+
+async fn answer_refusal(mut stream: TcpStream) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A client speaks first; its first bytes say which protocol.
+    let mut first = [0u8; 3];
+    let n = tokio::time::timeout(Duration::from_millis(100), stream.peek(&mut first))
+        .await
+        .unwrap_or(Ok(0))?;
+    let answer = if first[..n] == b"PRI"[..] {
+        H2_REFUSAL
+    } else {
+        HTTP1_REFUSAL
+    };
+    stream.write_all(answer).await?;
+    stream.shutdown().await?;
+    let mut sink = [0u8; 4096];
+    let mut left = 64 * 1024usize;
+    while left > 0 {
+        let n = stream.read(&mut sink).await?;
+        if n == 0 {
+            break;
+        }
+        left = left.saturating_sub(n);
+    }
+    Ok(())
 }
 
 /// How long an idle connection told to close may take to do so.
@@ -518,4 +590,30 @@ fn log_connection_error(
         cause = c.source();
     }
     tracing::debug!(listener = name, client = %peer, error = %e, "connection error");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusals_parse() {
+        let text = std::str::from_utf8(HTTP1_REFUSAL).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+        assert!(
+            head.ends_with(&format!("\r\ncontent-length: {}", body.len())),
+            "{text:?}"
+        );
+        // Two frames of 9-byte headers, the second with its 8-byte payload.
+        assert_eq!(H2_REFUSAL.len(), 9 + 9 + 8);
+        assert_eq!((H2_REFUSAL[3], H2_REFUSAL[12]), (4, 7));
+    }
+
+    #[test]
+    fn few_refusals_are_answered_at_once() {
+        assert_eq!(refusals_answered(1), 16);
+        assert_eq!(refusals_answered(128), 32);
+        assert_eq!(refusals_answered(4096), 64);
+    }
 }

@@ -7,6 +7,7 @@ mod failures;
 mod grpc;
 mod hostile;
 mod http;
+mod limits;
 mod logs_export;
 mod metrics_text;
 mod outbound;

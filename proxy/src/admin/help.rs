@@ -62,6 +62,11 @@ const FAMILIES: &[(&str, Option<Unit>, &str)] = &[
         "Client connections open, by listener.",
     ),
     (
+        "sidetrace_connections_rejected_total",
+        None,
+        "Client connections refused at accept, by listener and reason (max_connections: the listener had limits.max_connections open).",
+    ),
+    (
         "sidetrace_upstream_connections_open",
         None,
         "Connections open to upstreams, by listener.",
