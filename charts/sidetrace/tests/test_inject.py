@@ -149,6 +149,8 @@ VARIANTS = {
         "resources": None,
         "probes": {"startup": {"periodSeconds": 2, "failureThreshold": 10}},
         "containerName": "sidetrace",
+        "dualStack": True,
+        "waitBeforeExitSeconds": 7,
     }}},
 }
 
@@ -161,6 +163,11 @@ def test_inject_gives_what_the_chart_template_gives(example_chart, tmp_path, var
     values = merge(values, over.get("sidetrace", {}))
     values_file = tmp_path / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
+    if variant == "every option":  # the options reach the container the reader must agree on
+        (deploy_proxy,) = sidecars(pod_template(by_kind(rendered, "Deployment")[0]))
+        env = {e["name"]: e.get("value") for e in deploy_proxy[1]["env"]}
+        assert env["SIDETRACE_INBOUND"] == "[::]:15080" and env["SIDETRACE_ADMIN"] == "[::]:15090"
+        assert deploy_proxy[1]["lifecycle"] == {"preStop": {"sleep": {"seconds": 7}}}
     pairs = [(by_kind(rendered, "Deployment")[0], ["--mode", "container"]),
              (by_kind(rendered, "CronJob")[0], ["--mode", "native", "--app-port", "8080"])]
     for chart_obj, flags in pairs:
