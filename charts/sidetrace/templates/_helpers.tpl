@@ -298,11 +298,6 @@ serviceName, which the monitors' relabelings put in the `service` label). */}}
 
 {{/* ===== SLO rule helpers ===== */}}
 
-{{/* Label matchers that scope the rules to this release's service. */}}
-{{- define "sidetrace.sloSelector" -}}
-namespace="{{ .top.Release.Namespace }}",service="{{ include "sidetrace.serviceName" . }}"
-{{- end }}
-
 {{/* Relabelings shared by the PodMonitor and the ServiceMonitor (prometheus-operator camelCase):
 they put namespace, pod, service and environment on every series. */}}
 {{- define "sidetrace.relabelings" -}}

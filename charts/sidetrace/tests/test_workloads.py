@@ -138,3 +138,39 @@ def test_monitors_keep_a_workloads_service_name():
     assert "replacement" in first and "sourceLabels" not in first
     assert second == {"action": "replace", "sourceLabels": ["__meta_kubernetes_pod_annotation_sidetrace_io_service_name"],
                       "regex": "(.+)", "targetLabel": "service"}
+
+
+def test_each_workloads_service_gets_its_own_slo_rules_and_alerts(tmp_path):
+    """A workload with its own service name gets the release's SLO rules and alerts for that name:
+    its failures page under its own service, the release's healthy service stays quiet."""
+    from conftest import NAMESPACE, prometheus_rule_groups, run, tool, write_rule_file
+
+    values = {"sidetrace": {"serviceName": "shop-api"}, "slo": {"enabled": True},
+              "workloads": {"worker": {"serviceName": "shop-worker"}, "cron": {"appPort": 9000},
+                            "same": {"serviceName": "shop-api"}}}
+    groups = prometheus_rule_groups(render(values))
+    names = [g["name"] for g in groups]
+    assert len(names) == len(set(names)) == 6, names
+    assert {n.rsplit("-", 2)[-2] + "-" + n.rsplit("-", 2)[-1] for n in names} == {"shop-api", "shop-worker"}
+    rules = write_rule_file(groups, tmp_path / "rules.yaml")
+    p = run([tool("promtool"), "check", "rules", str(rules)])
+    assert p.returncode == 0, p.stdout + p.stderr
+
+    def count(service: str, per_min: float, extra: str = "") -> dict:
+        sel = f'namespace="{NAMESPACE}",service="{service}",environment="prod"{extra}'
+        return {"series": f"http_server_request_duration_seconds_count{{{sel}}}", "values": f"0+{per_min:g}x240"}
+
+    stripped = write_rule_file(groups, tmp_path / "stripped.yaml", strip_annotations=True)
+    page = {"severity": "page", "slo": "availability", "long_window": "1h", "short_window": "5m",
+            "burn_rate": "14.4", "namespace": NAMESPACE, "service": "shop-worker", "environment": "prod"}
+    test = {"rule_files": [str(stripped)], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [count("shop-api", 100), count("shop-worker", 98),
+                         count("shop-worker", 2, ',failure_category="NETWORK"')],
+        "alert_rule_test": [{"eval_time": "5m", "alertname": "SidetraceAvailabilityErrorBudgetBurn",
+                             "exp_alerts": [{"exp_labels": page}]}],
+    }]}
+    path = tmp_path / "workloads.test.yaml"
+    path.write_text(yaml.safe_dump(test, sort_keys=False))
+    p = run([tool("promtool"), "test", "rules", str(path)], timeout=240)
+    assert p.returncode == 0, p.stdout + p.stderr
