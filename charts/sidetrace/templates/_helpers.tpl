@@ -279,17 +279,18 @@ twice). `sidetrace inject` decides the same way (proxy/src/inject/values.rs). "t
 {{- if and $m.annotations (not $m.podMonitor.enabled) (not $m.serviceMonitor.enabled) -}}true{{- end -}}
 {{- end }}
 
-{{/* Pod annotations (map entries of metadata.annotations): prometheus.io/* scrape annotations,
-none when a PodMonitor or ServiceMonitor is enabled; for a workload, also
-kubectl.kubernetes.io/default-container (its appContainer) and sidetrace.io/service-name (its
-serviceName, which the monitors' relabelings put in the `service` label). */}}
+{{/* Pod annotations (map entries of metadata.annotations): sidetrace.io/service-name (which the
+monitors' relabelings put in the `service` label; injection writes it too), prometheus.io/*
+scrape annotations, none when a PodMonitor or ServiceMonitor is enabled, and for a workload
+with an appContainer kubectl.kubernetes.io/default-container. */}}
 {{- define "sidetrace.podAnnotations" -}}
 {{- $top := ternary .top . (eq (include "sidetrace.callTop" .) "top") -}}
 {{- $v := include "sidetrace.values" $top | fromYaml -}}
 {{- $w := include "sidetrace.workload" (dict "v" $v "name" (ternary .workload "" (eq (include "sidetrace.callTop" .) "top"))) | fromJson -}}
 {{- $lines := list -}}
 {{- with $w.appContainer }}{{ $lines = append $lines (printf "kubectl.kubernetes.io/default-container: %s" (toJson .)) }}{{ end -}}
-{{- with $w.serviceName }}{{ $lines = append $lines (printf "sidetrace.io/service-name: %s" (toJson .)) }}{{ end -}}
+{{- $service := coalesce $w.serviceName (include "sidetrace.serviceName" (dict "v" $v "top" $top)) -}}
+{{- $lines = append $lines (printf "sidetrace.io/service-name: %s" (toJson $service)) -}}
 {{- if include "sidetrace.scrapeAnnotations" $v -}}
 {{- $lines = append $lines (include "sidetrace.sidecar.annotations" (include "sidetrace.sidecarContext" (dict "v" $v "top" $top) | fromJson)) -}}
 {{- end -}}

@@ -68,7 +68,7 @@ def test_two_workloads_share_a_release_with_their_own_settings(workloads_chart):
     assert ann["kubectl.kubernetes.io/default-container"] == "worker"
     assert ann["sidetrace.io/service-name"] == "shop-worker"
     assert ann["prometheus.io/scrape"] == "true"
-    assert "sidetrace.io/service-name" not in api["metadata"]["annotations"]
+    assert api["metadata"]["annotations"]["sidetrace.io/service-name"] == "shop-api"
 
     # one ConfigMap for both
     names = {v["configMap"]["name"] for p in (api, worker) for v in p["spec"]["volumes"] if "configMap" in v}

@@ -305,11 +305,17 @@ pub fn plan_inject(
     let mut added_annotations: Vec<String> = Vec::new();
     let mut new_annotations = Map::new();
     let app = app_container(containers, app_port);
-    let pod_annotations = std::iter::once((DEFAULT_CONTAINER.to_string(), Value::from(app)))
-        .chain(sidecar.annotations.clone());
+    // The service name chosen is written down too: the PodMonitor and ServiceMonitor put
+    // it in the `service` label of the pod's series (else the release's name would be).
+    let pod_annotations = [
+        (DEFAULT_CONTAINER.to_string(), Value::from(app)),
+        (SERVICE_NAME.to_string(), Value::from(service_name.as_str())),
+    ]
+    .into_iter()
+    .chain(sidecar.annotations.clone());
     for (k, v) in pod_annotations {
-        // The pod's own settings (its default container, scrape settings for the app's
-        // metrics) win.
+        // The pod's own settings (its default container, its service name, scrape settings
+        // for the app's metrics) win.
         if note(&k).is_none() {
             added_annotations.push(k.clone());
             new_annotations.insert(k, v);

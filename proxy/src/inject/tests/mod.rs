@@ -165,6 +165,11 @@ fn injects_a_native_sidecar_with_everything_the_chart_gives() {
         ann.get("prometheus.io/port").unwrap().as_str(),
         Some("15090")
     );
+    // the service name chosen (from the app label), for the monitors' `service` label
+    assert_eq!(
+        ann.get("sidetrace.io/service-name").unwrap().as_str(),
+        Some("checkout")
+    );
     let status: serde_json::Value =
         serde_json::from_str(ann.get(STATUS).unwrap().as_str().unwrap()).unwrap();
     assert_eq!(status["mode"], "native");
@@ -481,10 +486,9 @@ spec:
     );
     let status: serde_json::Value =
         serde_json::from_str(ann.get(STATUS).unwrap().as_str().unwrap()).unwrap();
-    assert!(!status["annotations"]
-        .as_array()
-        .unwrap()
-        .contains(&pod::DEFAULT_CONTAINER.into()));
+    let added = status["annotations"].as_array().unwrap();
+    assert!(!added.contains(&pod::DEFAULT_CONTAINER.into()));
+    assert!(added.contains(&pod::SERVICE_NAME.into()), "{added:?}");
     // with --app-port and no declared port: the first container
     let bare = "kind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: first, image: i}, {name: second, image: j}]}\n";
     let out = process(
