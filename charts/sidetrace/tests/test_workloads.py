@@ -174,3 +174,52 @@ def test_each_workloads_service_gets_its_own_slo_rules_and_alerts(tmp_path):
     path.write_text(yaml.safe_dump(test, sort_keys=False))
     p = run([tool("promtool"), "test", "rules", str(path)], timeout=240)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_prometheus_labels_each_pod_with_its_service_name_annotation(tmp_path):
+    """The PodMonitor's relabelings on a real Prometheus: two pods of the release scraped from one
+    running proxy, one annotated sidetrace.io/service-name: shop-worker (as injection and
+    sidetrace.podAnnotations write it), one without: their series carry service="shop-worker" and
+    the release's service."""
+    import os
+    import subprocess
+
+    from conftest import NAMESPACE, run, tool
+    from live import free_port, http_get, prom_query, stop, wait_until
+    from test_live import scrape_config_from_podmonitor, sidetrace_bin
+
+    binary = sidetrace_bin()
+    objs = objects(render({"sidetrace": {"serviceName": "shop-api"},
+                           "monitoring": {"podMonitor": {"enabled": True, "interval": "1s"}}}))
+    (pm,) = by_kind(objs, "PodMonitor")
+    admin, inbound, prom = free_port(), free_port(), free_port()
+    scrape = scrape_config_from_podmonitor(pm, f"127.0.0.1:{admin}", "api-1")
+    worker = json.loads(json.dumps(scrape["static_configs"][0]))
+    worker["labels"].update({"__meta_kubernetes_pod_name": "worker-1",
+                             "__meta_kubernetes_pod_annotation_sidetrace_io_service_name": "shop-worker"})
+    scrape["static_configs"].append(worker)
+    cfg = tmp_path / "prometheus.yml"
+    cfg.write_text(yaml.safe_dump({"global": {"scrape_interval": "1s"}, "scrape_configs": [scrape]}))
+    p = run([tool("promtool"), "check", "config", str(cfg)])
+    assert p.returncode == 0, p.stdout + p.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SIDETRACE_", "OTEL_"))}
+    env.update({"SIDETRACE_INBOUND": f"127.0.0.1:{inbound}", "SIDETRACE_ADMIN": f"127.0.0.1:{admin}",
+                "SIDETRACE_UPSTREAM": "http://127.0.0.1:9", "SIDETRACE_SERVICE_NAME": "shop-api"})
+    procs = []
+    try:
+        procs.append(subprocess.Popen([str(binary), "run"], env=env, cwd=tmp_path,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_until("proxy ready", lambda: http_get(f"http://127.0.0.1:{admin}/ready")[0] == 200, procs=procs)
+        procs.append(subprocess.Popen([tool("prometheus"), f"--config.file={cfg}",
+                                       f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                       f"--web.listen-address=127.0.0.1:{prom}"], cwd=tmp_path,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        base = f"http://127.0.0.1:{prom}"
+        up = wait_until("both targets up", lambda: (lambda r: r if len(r) == 2 else None)(
+            prom_query(base, "up == 1")), procs=procs)
+        services = {s["metric"]["pod"]: s["metric"]["service"] for s in up}
+        assert services == {"api-1": "shop-api", "worker-1": "shop-worker"}
+        assert {s["metric"]["namespace"] for s in up} == {NAMESPACE}
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
