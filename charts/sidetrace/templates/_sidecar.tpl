@@ -67,6 +67,8 @@ env:
   {{- end }}
   - name: SIDETRACE_SERVICE_NAME
     value: {{ .serviceName | toJson }}
+  - name: SIDETRACE_WORKER_THREADS
+    value: "{{ .sidetrace.workerThreads }}"
   - name: SIDETRACE_LOG_LEVEL
     value: {{ .sidetrace.log.level | toJson }}
   - name: SIDETRACE_LOG_FORMAT

@@ -635,3 +635,13 @@ def test_the_proxy_bound_to_the_ipv6_any_address_serves_ipv4_and_ipv6(tmp_path):
     finally:
         for proc in reversed(procs):
             stop(proc)
+
+
+# === a sidecar-sized runtime ===
+
+def test_worker_threads_are_a_value():
+    for values, expected in (({}, "2"), ({"sidetrace": {"workerThreads": 4}}, "4")):
+        rendered = render({**values, "fronting": {"enabled": True, "upstream": "http://legacy:8080"}})
+        assert env_of(rendered, "sidetrace")["SIDETRACE_WORKER_THREADS"] == expected
+    for bad in (0, 1025, "2"):
+        assert "/sidetrace/workerThreads" in render_error({"sidetrace": {"workerThreads": bad}})

@@ -135,6 +135,7 @@ fn injects_a_native_sidecar_with_everything_the_chart_gives() {
             "SIDETRACE_ADMIN",
             "SIDETRACE_DRAIN_DELAY",
             "SIDETRACE_SERVICE_NAME",
+            "SIDETRACE_WORKER_THREADS",
             "SIDETRACE_LOG_LEVEL",
             "SIDETRACE_LOG_FORMAT",
             "OTEL_SERVICE_NAME",
@@ -144,6 +145,7 @@ fn injects_a_native_sidecar_with_everything_the_chart_gives() {
     let value = |n: &str| env.iter().find(|(k, _)| k == n).unwrap().1.clone().unwrap();
     assert_eq!(value("SIDETRACE_UPSTREAM"), "http://127.0.0.1:8080");
     assert_eq!(value("SIDETRACE_INBOUND"), "0.0.0.0:15080");
+    assert_eq!(value("SIDETRACE_WORKER_THREADS"), "2");
     // stopped after the app, when the pod has left the endpoints: no delay of its own
     assert_eq!(value("SIDETRACE_DRAIN_DELAY"), "0s");
     assert_eq!(value("OTEL_SERVICE_NAME"), "checkout");
