@@ -223,10 +223,16 @@ true for the native-sidecar form. */}}
 {{- toJson $ctx -}}
 {{- end }}
 
-{{/* The proxy container, without the leading "- ": the shared definition. .native adds
-restartPolicy: Always (Kubernetes native sidecar, an init container that keeps running). */}}
+{{/* The proxy container, without the leading "- ": the shared definition, with
+sidetrace.extraContainerFields merged over it (maps key by key, anything else replaced). .native
+adds restartPolicy: Always (Kubernetes native sidecar, an init container that keeps running). */}}
 {{- define "sidetrace.containerSpec" -}}
-{{- include "sidetrace.sidecar.container" (include "sidetrace.sidecarContext" . | fromJson) -}}
+{{- $text := include "sidetrace.sidecar.container" (include "sidetrace.sidecarContext" . | fromJson) -}}
+{{- with .v.sidetrace.extraContainerFields -}}
+{{- /* The escape hatch, merged last as `sidetrace inject` merges it (proxy/src/inject/sidecar.rs). */ -}}
+{{- $text = mergeOverwrite ($text | fromYaml) (deepCopy .) | toYaml | trim -}}
+{{- end -}}
+{{- $text -}}
 {{- end }}
 
 {{/* "top" when a library template was called with (dict "top" . "workload" NAME) rather than

@@ -151,6 +151,9 @@ VARIANTS = {
         "containerName": "sidetrace",
         "dualStack": True,
         "waitBeforeExitSeconds": 7,
+        "extraContainerFields": {"terminationMessagePolicy": "FallbackToLogsOnError",
+                                 "securityContext": {"runAsUser": 1000},
+                                 "args": ["run", "--log-level", "debug"]},
     }}},
 }
 
@@ -168,6 +171,10 @@ def test_inject_gives_what_the_chart_template_gives(example_chart, tmp_path, var
         env = {e["name"]: e.get("value") for e in deploy_proxy[1]["env"]}
         assert env["SIDETRACE_INBOUND"] == "[::]:15080" and env["SIDETRACE_ADMIN"] == "[::]:15090"
         assert deploy_proxy[1]["lifecycle"] == {"preStop": {"sleep": {"seconds": 7}}}
+        assert deploy_proxy[1]["terminationMessagePolicy"] == "FallbackToLogsOnError"
+        assert deploy_proxy[1]["args"] == ["run", "--log-level", "debug"], "lists are replaced"
+        sc = deploy_proxy[1]["securityContext"]
+        assert sc["runAsUser"] == 1000 and sc["runAsNonRoot"] is True, "maps merge key by key"
     pairs = [(by_kind(rendered, "Deployment")[0], ["--mode", "container"]),
              (by_kind(rendered, "CronJob")[0], ["--mode", "native", "--app-port", "8080"])]
     for chart_obj, flags in pairs:

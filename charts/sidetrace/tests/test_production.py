@@ -645,3 +645,22 @@ def test_worker_threads_are_a_value():
         assert env_of(rendered, "sidetrace")["SIDETRACE_WORKER_THREADS"] == expected
     for bad in (0, 1025, "2"):
         assert "/sidetrace/workerThreads" in render_error({"sidetrace": {"workerThreads": bad}})
+
+
+# === the escape hatch ===
+
+def test_extra_container_fields_are_merged_last_and_validate():
+    extra = {"terminationMessagePolicy": "FallbackToLogsOnError", "resources": {"limits": {"cpu": "1"}},
+             "securityContext": {"runAsUser": 1000}}
+    rendered = render({"fronting": {"enabled": True, "upstream": "http://legacy:8080"},
+                       "sidetrace": {"extraContainerFields": extra}})
+    from test_render import validate_core
+
+    objs = objects(rendered)
+    assert validate_core([o for o in objs if o["kind"] == "Deployment"]) == []
+    (proxy,) = by_kind(objs, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
+    assert proxy["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert proxy["resources"] == {"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"memory": "128Mi", "cpu": "1"}}
+    assert proxy["securityContext"]["runAsUser"] == 1000 and proxy["securityContext"]["readOnlyRootFilesystem"]
+    assert proxy["name"] == "sidetrace" and proxy["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert "/sidetrace/extraContainerFields" in render_error({"sidetrace": {"extraContainerFields": {"name": "x"}}})

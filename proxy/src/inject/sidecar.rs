@@ -154,6 +154,7 @@ impl Injector {
         let fill = |v: &Value| fill(v, &strings);
         let mut container = fill(&prepared.container);
         with_resources(&mut container, p.resources);
+        self.with_extra_fields(&mut container);
         Ok(Sidecar {
             container,
             volumes: prepared.volumes.iter().map(fill).collect(),
@@ -174,7 +175,19 @@ impl Injector {
             &strings.each_ref().map(String::as_str),
         )?;
         with_resources(&mut sidecar.container, p.resources);
+        self.with_extra_fields(&mut sidecar.container);
         Ok(sidecar)
+    }
+
+    /// `sidetrace.extraContainerFields` merged over the container last, as
+    /// the chart's `sidetrace.containerSpec` merges them (`mergeOverwrite`).
+    fn with_extra_fields(&self, container: &mut Value) {
+        let extra = self.resolved.shared.at("sidetrace.extraContainerFields");
+        if let Some(extra @ Value::Object(m)) = extra {
+            if !m.is_empty() {
+                merge_maps(container, extra);
+            }
+        }
     }
 
     /// The pod's strings, in [`LOCALS`] order.

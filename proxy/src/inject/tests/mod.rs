@@ -512,3 +512,47 @@ spec:
         Some("first")
     );
 }
+
+#[test]
+fn extra_container_fields_merge_last() {
+    let mut values = ChartValues::defaults().unwrap();
+    values.merge(yaml(
+        "sidetrace:\n  extraContainerFields:\n    terminationMessagePolicy: FallbackToLogsOnError\n    securityContext: {runAsUser: 1000}\n    resources: {limits: {cpu: '2'}}\n",
+    ));
+    let inj = Injector::new(&values, "shop").unwrap();
+    let input = "kind: Pod\nmetadata: {name: p, annotations: {sidetrace.io/proxy-cpu-limit: '1'}}\nspec: {containers: [{name: a, image: i, ports: [{containerPort: 80}]}]}\n";
+    let out = process(
+        input,
+        &inj,
+        Action::Inject {
+            mode: Mode::Container,
+            app_port: None,
+        },
+    )
+    .unwrap();
+    let out = yaml(&out.output);
+    let c = &out.at("spec.containers").unwrap().as_array().unwrap()[1];
+    assert_eq!(
+        c.get("terminationMessagePolicy").unwrap().as_str(),
+        Some("FallbackToLogsOnError")
+    );
+    assert_eq!(
+        c.at("securityContext.runAsUser").unwrap().as_u64(),
+        Some(1000)
+    );
+    assert_eq!(
+        c.at("securityContext.readOnlyRootFilesystem"),
+        Some(&Value::Bool(true))
+    );
+    // merged last, as the chart merges it: over the pod's annotation too
+    assert_eq!(c.at("resources.limits.cpu").unwrap().as_str(), Some("2"));
+    let p = SidecarParams {
+        mode: Mode::Native,
+        app_port: 80,
+        service_name: "s",
+        config_map: "c",
+        sampling_ratio: None,
+        resources: None,
+    };
+    assert_eq!(inj.sidecar(&p).unwrap(), inj.render(&p).unwrap());
+}
