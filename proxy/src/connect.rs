@@ -18,7 +18,10 @@ use std::{
     future::Future,
     io,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -69,6 +72,40 @@ pub struct LimitedConn {
     io: Stream,
     _permit: OwnedSemaphorePermit,
     open: metrics::Gauge,
+    abort: UpstreamAbort,
+}
+
+/// Closes a connection from outside the pool, found through hyper-util's
+/// connection capture ([`Connected::extra`]): an HTTP/1 connection whose
+/// upstream stopped reading the request body waits for the socket forever,
+/// whatever becomes of the request.
+#[derive(Clone, Default)]
+pub struct UpstreamAbort(Arc<AbortState>);
+
+#[derive(Default)]
+struct AbortState {
+    aborted: AtomicBool,
+    writer: futures_util::task::AtomicWaker,
+}
+
+impl UpstreamAbort {
+    /// Fails the connection's next write; a write waiting for the socket
+    /// is woken to fail.
+    pub fn abort(&self) {
+        self.0.aborted.store(true, Ordering::Release);
+        self.0.writer.wake();
+    }
+
+    fn check(&self, cx: &Context<'_>) -> io::Result<()> {
+        self.0.writer.register(cx.waker());
+        if self.0.aborted.load(Ordering::Acquire) {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "closed by the proxy: the upstream stopped reading the request",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The TLS error (an alert, most often) that broke a connection after its
@@ -228,6 +265,7 @@ impl tower::Service<Uri> for LimitedConnector {
                 io,
                 _permit: permit,
                 open,
+                abort: UpstreamAbort::default(),
             })
         })
     }
@@ -243,12 +281,13 @@ impl Drop for LimitedConn {
 
 impl Connection for LimitedConn {
     fn connected(&self) -> Connected {
+        let abort = self.abort.clone();
         match &self.io {
-            Stream::Plain(io) => io.connected(),
+            Stream::Plain(io) => io.connected().extra(abort),
             Stream::Tls(io) => {
                 let watched = io.inner();
                 let (tcp, session) = watched.stream.get_ref();
-                let connected = tcp.connected().extra(watched.conn.clone());
+                let connected = tcp.connected().extra(watched.conn.clone()).extra(abort);
                 if session.alpn_protocol() == Some(b"h2") {
                     connected.negotiated_h2()
                 } else {
@@ -275,10 +314,12 @@ impl Write for LimitedConn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.abort.check(cx)?;
         either!(&mut self.get_mut().io, io => Pin::new(io).poll_write(cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.abort.check(cx)?;
         either!(&mut self.get_mut().io, io => Pin::new(io).poll_flush(cx))
     }
 
@@ -295,6 +336,7 @@ impl Write for LimitedConn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.abort.check(cx)?;
         either!(&mut self.get_mut().io, io => Pin::new(io).poll_write_vectored(cx, bufs))
     }
 }

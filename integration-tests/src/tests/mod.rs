@@ -19,5 +19,6 @@ mod tracing_export;
 mod tracing_failures;
 mod tracing_propagation;
 mod tracing_sampling;
+mod upstream_body;
 mod upstream_tls;
 mod webhook;

@@ -17,6 +17,8 @@ use crate::{
 pub(super) enum Failed {
     Client(hyper_util::client::legacy::Error),
     HeadTimeout(Duration),
+    /// The upstream left the request body untaken for this long.
+    BodyNotTaken(Duration),
 }
 
 /// The client's own request body broke the call: its fault, not the upstream's.

@@ -35,27 +35,29 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use hyper_util::{
     client::legacy::{
-        connect::{capture_connection, HttpConnector},
+        connect::{capture_connection, CaptureConnection, HttpConnector},
         Client,
     },
     rt::{TokioExecutor, TokioIo, TokioTimer},
 };
 
+mod body_taken;
 mod errors;
 mod headers;
 mod loops;
 
 pub(crate) use self::loops::is_self;
-pub use self::{
-    errors::UpstreamBodyError,
-    headers::{is_grpc, remove_hop_by_hop, strip_hop_by_hop},
-};
 use self::{
+    body_taken::BodyTaken,
     errors::{
         client_body_error, tls_error_kind, upstream_body_error, upstream_error,
         upstream_error_kind, Failed,
     },
     headers::prepare_headers,
+};
+pub use self::{
+    errors::UpstreamBodyError,
+    headers::{is_grpc, remove_hop_by_hop, strip_hop_by_hop},
 };
 use crate::{
     config::{HostPattern, Upstream, UpstreamProtocol},
@@ -346,8 +348,11 @@ impl Shared {
         };
         // Over TLS, keep hold of the connection: an error that broke it
         // after the handshake tells a refused handshake from a reset.
-        let captured = tls.then(|| capture_connection(&mut req));
-        let result = match self.request(client, req).await {
+        // With a body, to close an HTTP/1 connection whose upstream stops
+        // reading it.
+        let captured = (tls || !req.body().is_end_stream()).then(|| capture_connection(&mut req));
+        let h1_conn = captured.as_ref().filter(|_| !use_h2);
+        let result = match self.request(client, req, h1_conn).await {
             Ok(resp) => Ok(resp),
             Err(Failed::Client(e)) => Err(e),
             Err(Failed::HeadTimeout(limit)) => {
@@ -355,6 +360,14 @@ impl Shared {
                     kind: UpstreamErrorKind::ResponseHeadTimeout,
                     addr: authority.clone(),
                     source: format!("no response head within {limit:?}").into(),
+                };
+                return Err(self.fail(recording, error.into()));
+            }
+            Err(Failed::BodyNotTaken(limit)) => {
+                let error = UpstreamError {
+                    kind: UpstreamErrorKind::ResponseHeadTimeout,
+                    addr: authority.clone(),
+                    source: format!("request body not read for {limit:?}").into(),
                 };
                 return Err(self.fail(recording, error.into()));
             }
@@ -430,6 +443,7 @@ impl Shared {
         &self,
         client: &Client<LimitedConnector, HttpBody>,
         mut req: Request<HttpBody>,
+        h1_conn: Option<&CaptureConnection>,
     ) -> Result<Response<hyper::body::Incoming>, Failed> {
         let Some(limit) = self.response_head_timeout else {
             return client.request(req).await.map_err(Failed::Client);
@@ -437,16 +451,37 @@ impl Shared {
         let mut body_sent = None;
         if !req.body().is_end_stream() {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            req = req.map(|body| EosBody::new(body, BodySent(tx)).boxed_unsync());
-            body_sent = Some(rx);
+            let (parts, body) = req.into_parts();
+            let (body, taken) = BodyTaken::watch(body);
+            req = Request::from_parts(parts, EosBody::new(body, BodySent(tx)).boxed_unsync());
+            body_sent = Some((rx, taken));
         }
         let response = client.request(req);
         tokio::pin!(response);
-        if let Some(body_sent) = body_sent {
+        if let Some((mut body_sent, taken)) = body_sent {
             tokio::select! {
-                result = &mut response => return result.map_err(Failed::Client),
+                result = &mut response => {
+                    // Answered before taking the whole body (an early 413):
+                    // the rest may never be taken either.
+                    if let Some(abort) = body_taken::http1_abort(h1_conn) {
+                        tokio::spawn(async move {
+                            tokio::select! {
+                                _ = body_sent => {}
+                                () = taken.stalled(limit) => abort.abort(),
+                            }
+                        });
+                    }
+                    return result.map_err(Failed::Client);
+                }
                 // Sent, failed or dropped: either way the wait for a head starts.
-                _ = body_sent => {}
+                _ = &mut body_sent => {}
+                // An upstream that does not read the body never answers either.
+                () = taken.stalled(limit) => {
+                    if let Some(abort) = body_taken::http1_abort(h1_conn) {
+                        abort.abort();
+                    }
+                    return Err(Failed::BodyNotTaken(limit));
+                }
             }
         }
         match tokio::time::timeout(limit, response).await {
