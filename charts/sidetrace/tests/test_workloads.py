@@ -223,3 +223,22 @@ def test_prometheus_labels_each_pod_with_its_service_name_annotation(tmp_path):
     finally:
         for proc in reversed(procs):
             stop(proc)
+
+
+def test_every_annotation_injection_reads_or_writes_is_documented():
+    """Each sidetrace.io/* key in the injector's code and the chart's templates has a row in the
+    Annotations table of docs/kubernetes.md, and the table lists no key that nothing reads."""
+    import re
+
+    repo = CHART.parent.parent
+    used = set()
+    for path in [*(repo / "proxy" / "src" / "inject").rglob("*.rs"), *(repo / "proxy" / "src" / "webhook").rglob("*.rs"),
+                 *(CHART / "templates").iterdir()]:
+        if "tests" in path.parts:
+            continue
+        used |= set(re.findall(r"sidetrace\.io/[a-z-]+", path.read_text()))
+    docs = (repo / "docs" / "kubernetes.md").read_text()
+    table = docs[docs.index("\n## Annotations"):docs.index("\n## Fronting mode")]
+    rows = {m for line in table.splitlines() if line.startswith("| `")
+            for m in re.findall(r"`(sidetrace\.io/[a-z-]+)`", line.split("|")[1])}
+    assert used and used == rows, (sorted(used - rows), sorted(rows - used))
