@@ -14,6 +14,7 @@ mod outbound;
 mod propagation_formats;
 mod reload;
 mod tls;
+mod tls_load;
 mod tracing_common;
 mod tracing_export;
 mod tracing_failures;

@@ -20,13 +20,13 @@ use tokio_rustls::{client::TlsStream, TlsConnector};
 use super::tracing_common::{only_span, stored_trace};
 use crate::{client::Client, metric_sum, proxy::Proxy, upstream::Upstream, PATIENCE};
 
-struct Pki {
-    ca_pem: String,
+pub(super) struct Pki {
+    pub(super) ca_pem: String,
     ca: Issuer<'static, KeyPair>,
 }
 
 impl Pki {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -41,7 +41,7 @@ impl Pki {
     }
 
     /// A leaf certificate for `localhost` and 127.0.0.1: (cert PEM, key PEM).
-    fn leaf(&self, name: &str) -> (String, String) {
+    pub(super) fn leaf(&self, name: &str) -> (String, String) {
         let key = KeyPair::generate().unwrap();
         let mut params =
             CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
@@ -65,13 +65,13 @@ impl Pki {
     }
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> String {
+pub(super) fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path.display().to_string()
 }
 
-async fn connect(
+pub(super) async fn connect(
     addr: std::net::SocketAddr,
     ca_pem: &str,
     alpn: &[&[u8]],
@@ -117,8 +117,8 @@ fn client_config(
 }
 
 /// One response: status, JSON body, and the trace id the proxy gave it.
-struct Answer {
-    status: StatusCode,
+pub(super) struct Answer {
+    pub(super) status: StatusCode,
     json: serde_json::Value,
     trace_id: String,
 }
@@ -133,7 +133,7 @@ async fn get(
 }
 
 /// `n` requests one after the other on one connection.
-async fn get_n(
+pub(super) async fn get_n(
     stream: TlsStream<TcpStream>,
     h2: bool,
     path: &str,
@@ -205,7 +205,7 @@ async fn span_attributes(proxy: &Proxy, trace_id: &str) -> serde_json::Value {
 }
 
 /// `sidetrace_tls_handshakes_total{side="inbound"}` of a version and result.
-async fn handshakes(proxy: &Proxy, version: &str, result: &str) -> f64 {
+pub(super) async fn handshakes(proxy: &Proxy, version: &str, result: &str) -> f64 {
     let text = Client::http1()
         .get(&proxy.admin_url("/metrics"))
         .await
