@@ -321,8 +321,7 @@ fn layer(c: &mut Criterion) {
             None => (LogSink::discard(), None),
         };
         let layer = TraceLayer::new(
-            TraceOptions::server("http", Some("127.0.0.1:8080".parse().expect("authority")))
-                .client_address(|_| Some(([10, 0, 0, 7], 51544).into())),
+            TraceOptions::server("http", Some("127.0.0.1:8080".parse().expect("authority"))),
             Arc::new(settings),
             spans,
         )
@@ -334,11 +333,16 @@ fn layer(c: &mut Criterion) {
             "layer/access_record/{}",
             mode.map_or("no_logs_export", AccessMode::as_str)
         );
+        let connection = Arc::new(filters::connection::ConnectionInfo::new(
+            ([10, 0, 0, 7], 51544).into(),
+            false,
+        ));
         c.bench_function(&name, |b| {
             b.iter(|| {
                 let mut req = http::Request::new(filters::empty_body());
                 *req.uri_mut() = http::Uri::from_static("/api/orders/42");
                 *req.headers_mut() = headers.clone();
+                req.extensions_mut().insert(connection.clone());
                 let resp = svc
                     .call(req)
                     .now_or_never()

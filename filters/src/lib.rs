@@ -16,6 +16,7 @@ pub mod catch_panic;
 pub mod circuit_breaker;
 pub mod classify;
 pub mod concurrency_limit;
+pub mod connection;
 pub mod duration;
 pub mod headers;
 pub mod metrics;

@@ -5,14 +5,10 @@
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
-use filters::{
-    metrics::{graph::ServiceGraph, names, HttpMetrics, MetricsConfig, RouteTable, Side},
-    registry::build_chain,
-};
+use filters::metrics::{graph::ServiceGraph, names, HttpMetrics, MetricsConfig, RouteTable, Side};
 use metrics::{Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 use tokio::{net::TcpListener, task::JoinHandle};
-use tower::util::BoxCloneSyncService;
 
 use filters::trace::{
     Resource, ServiceInfo, TraceLayer, TraceMetrics, TraceOptions, TraceSettings,
@@ -26,7 +22,6 @@ use crate::{
     },
     drain::{self, Drain, DrainTrigger},
     export::{ExportMetrics, ExportSettings, Pipeline, StoreBounds},
-    forward::ClientAddr,
     forward::{Destination, Forward, ForwardOptions},
     listen::{self, ConnectionCount, ServeOptions},
     stack::{self, Chain},
@@ -232,10 +227,9 @@ pub async fn start_with(
             ),
         };
         let forward = Forward::new(destination, options, hop, &settings.service_name);
-        let chain = build_chain(&settings.filters, BoxCloneSyncService::new(forward.clone()))
-            .map_err(|(i, e)| {
-                ConfigError::invalid(format!("filters[{i}].{}", e.field), e.message)
-            })?;
+        let chain = stack::configured(&settings.filters, &forward).map_err(|(i, e)| {
+            ConfigError::invalid(format!("filters[{i}].{}", e.field), e.message)
+        })?;
         let chain = Chain::new(chain);
         chains.push((chain.clone(), forward));
         Ok(chain)
@@ -308,17 +302,14 @@ pub async fn start_with(
             )
             .with_access(settings.logs.access, settings.logs.stdout),
     );
-    let client_address: fn(&http::Extensions) -> Option<SocketAddr> =
-        |ext| ext.get::<ClientAddr>().map(|c| c.0);
     let inbound_trace = TraceLayer::new(
-        TraceOptions::server(inbound_scheme, Some(settings.upstream.authority.clone()))
-            .client_address(client_address),
+        TraceOptions::server(inbound_scheme, Some(settings.upstream.authority.clone())),
         trace_settings.clone(),
         pipeline.sink.clone(),
     )
     .logging_to(logs.sink.clone());
     let outbound_trace = TraceLayer::new(
-        TraceOptions::client().client_address(client_address),
+        TraceOptions::client(),
         trace_settings,
         pipeline.sink.clone(),
     )

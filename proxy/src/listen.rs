@@ -23,7 +23,7 @@ use std::{
     time::Duration,
 };
 
-use filters::{metrics::graph::CLIENT_HEADER, HttpBody};
+use filters::{connection::ConnectionInfo, metrics::graph::CLIENT_HEADER, HttpBody};
 use http::{header, HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
 use hyper_util::{
@@ -39,7 +39,6 @@ use tower::{Service, ServiceExt};
 use crate::{
     config::IpNetwork,
     drain::Drain,
-    forward::{ClientAddr, ConnTls, ForwardedFor},
     smuggling::{is_upgrade_request, GuardHandle, GuardedIo},
     tls::{facts::TlsFacts, server::Handshakes},
     validate::OverBudget,
@@ -393,9 +392,8 @@ async fn serve_io<IO, S>(
         in_flight: AtomicUsize::new(0),
         idle_since_ms: std::sync::atomic::AtomicU64::new(0),
     });
-    let forwarded_for = HeaderValue::from_str(&peer.addr.ip().to_string())
-        .ok()
-        .map(ForwardedFor);
+    // Made once per connection; each request shares it.
+    let connection = Arc::new(ConnectionInfo::new(peer.addr, peer.tls));
     let draining = drain.clone();
     let conn_activity = activity.clone();
     let shared = listener.clone();
@@ -410,10 +408,7 @@ async fn serve_io<IO, S>(
             shared.options.shed_in_flight.increment(1);
             req.extensions_mut().insert(OverBudget { max });
         }
-        if let Some(xff) = &forwarded_for {
-            req.extensions_mut().insert(xff.clone());
-        }
-        // Made once per connection; each request shares it.
+        req.extensions_mut().insert(connection.clone());
         if let Some(facts) = &tls {
             req.extensions_mut().insert(facts.clone());
         }
@@ -421,8 +416,6 @@ async fn serve_io<IO, S>(
             req.headers_mut().remove(CLIENT_HEADER);
         }
         async move {
-            req.extensions_mut().insert(ClientAddr(peer.addr));
-            req.extensions_mut().insert(ConnTls(peer.tls));
             let version = req.version();
             let upgrade = (version != Version::HTTP_2
                 && is_upgrade_request(req.headers(), req.method()))

@@ -7,9 +7,11 @@ use arc_swap::ArcSwap;
 use filters::{
     catch_panic::CatchPanicLayer,
     metrics::{HttpMetrics, RedLayer},
+    registry::{build_chain, ConfigError, FilterConfig},
     trace::TraceLayer,
     HttpBody, HttpService,
 };
+use futures_util::future::Either;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -17,18 +19,37 @@ use tower::{util::BoxCloneSyncService, Service, ServiceBuilder, ServiceExt};
 
 use crate::{
     client_body::ClientBody,
-    forward::{is_grpc, strip_hop_by_hop},
+    forward::{is_grpc, strip_hop_by_hop, Forward},
     rescue::RescueLayer,
     tunnel::{ConnectPolicy, TunnelLayer},
     validate::ValidateLayer,
 };
 
-/// The service a listener hands to hyper.
-pub type ListenerService = BoxCloneSyncService<Request<Incoming>, Response<HttpBody>, Infallible>;
-
 /// The configured filter chain over the forwarder, swapped whole on reload.
 #[derive(Clone)]
-pub struct Chain(Arc<ArcSwap<HttpService>>);
+pub struct Chain(Arc<ArcSwap<Configured>>);
+
+/// What a chain runs: the forwarder itself when no filter is configured,
+/// so the common case pays for no boxed service clone and no boxed future
+/// per request, else the built filters over it.
+pub enum Configured {
+    /// No filters.
+    Forward(Forward),
+    /// The filters, outermost first, over the forwarder.
+    Filters(HttpService),
+}
+
+/// Builds `filters` over `forward`: the same for start-up and reload. The
+/// error carries the failing filter's index.
+pub fn configured(
+    filters: &[FilterConfig],
+    forward: &Forward,
+) -> Result<Configured, (usize, ConfigError)> {
+    if filters.is_empty() {
+        return Ok(Configured::Forward(forward.clone()));
+    }
+    build_chain(filters, BoxCloneSyncService::new(forward.clone())).map(Configured::Filters)
+}
 
 /// Builds a listener's stack.
 ///
@@ -44,8 +65,18 @@ pub fn listener(
     chain: Chain,
     body_idle_timeout: Duration,
     connect: ConnectPolicy,
-) -> ListenerService {
-    let svc = ServiceBuilder::new()
+) -> impl Service<
+    Request<Incoming>,
+    Response = Response<HttpBody>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
+       + Send
+       + Sync
+       + 'static {
+    // A concrete type, not a boxed one: hyper clones it for every request
+    // and a boxed clone, and its boxed future, are two allocations each time.
+    ServiceBuilder::new()
         // At the edge: headers that describe the client's connection go
         // before anything is added that a `Connection` header could name
         // (trace context). hyper's body becomes the chain's boxed body once,
@@ -76,20 +107,19 @@ pub fn listener(
         .layer(TunnelLayer::new(connect))
         // A panicking filter becomes one more INTERNAL error for rescue.
         .layer(CatchPanicLayer::new())
-        .service(chain);
-    BoxCloneSyncService::new(svc)
+        .service(chain)
 }
 
 // === impl Chain ===
 
 impl Chain {
     /// A chain serving `service`.
-    pub fn new(service: HttpService) -> Self {
+    pub fn new(service: Configured) -> Self {
         Self(Arc::new(ArcSwap::from_pointee(service)))
     }
 
     /// Replaces the chain; requests in flight finish on the old one.
-    pub fn swap(&self, service: HttpService) {
+    pub fn swap(&self, service: Configured) {
         self.0.store(Arc::new(service));
     }
 }
@@ -97,7 +127,10 @@ impl Chain {
 impl Service<Request<HttpBody>> for Chain {
     type Response = Response<HttpBody>;
     type Error = filters::Error;
-    type Future = tower::util::Oneshot<HttpService, Request<HttpBody>>;
+    type Future = Either<
+        <Forward as Service<Request<HttpBody>>>::Future,
+        tower::util::Oneshot<HttpService, Request<HttpBody>>,
+    >;
 
     fn poll_ready(
         &mut self,
@@ -109,6 +142,10 @@ impl Service<Request<HttpBody>> for Chain {
     }
 
     fn call(&mut self, req: Request<HttpBody>) -> Self::Future {
-        HttpService::clone(&self.0.load()).oneshot(req)
+        match &**self.0.load() {
+            // Always ready (see `Forward::poll_ready`).
+            Configured::Forward(forward) => Either::Left(forward.clone().call(req)),
+            Configured::Filters(service) => Either::Right(service.clone().oneshot(req)),
+        }
     }
 }

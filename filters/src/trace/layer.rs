@@ -3,7 +3,6 @@
 use std::{
     convert::Infallible,
     future::Future,
-    net::SocketAddr,
     panic::{catch_unwind, AssertUnwindSafe},
     pin::Pin,
     sync::Arc,
@@ -35,6 +34,7 @@ use crate::{
     body::EosBody,
     catch_panic::panic_message,
     classify::{ErrorType, Failure, FailureCategory, GrpcCode},
+    connection::ConnectionInfo,
     registry::ConfigError,
     Request, Response,
 };
@@ -65,9 +65,6 @@ pub struct TraceOptions {
     /// Where requests go (the app), for the access log; for CLIENT spans the
     /// request's own authority is used when this is `None`.
     pub upstream: Option<Authority>,
-    /// Reads the client's address from request extensions (the listener
-    /// puts it there), for `client.address`.
-    pub client_address: fn(&http::Extensions) -> Option<SocketAddr>,
 }
 
 /// Applies [`Trace`]. Cloned per request by hyper-util: one `Arc` inside.
@@ -210,7 +207,6 @@ impl TraceOptions {
             kind: SpanKind::Server,
             scheme,
             upstream,
-            client_address: |_| None,
         }
     }
 
@@ -220,14 +216,7 @@ impl TraceOptions {
             kind: SpanKind::Client,
             scheme: "http",
             upstream: None,
-            client_address: |_| None,
         }
-    }
-
-    /// Reads `client.address` with `f`.
-    pub fn client_address(mut self, f: fn(&http::Extensions) -> Option<SocketAddr>) -> Self {
-        self.client_address = f;
-        self
     }
 }
 
@@ -330,7 +319,7 @@ where
             Some(a) => Some(Host::Authority(a.clone())),
             None => req.headers().get(header::HOST).cloned().map(Host::Header),
         };
-        record.client_address = (options.client_address)(req.extensions());
+        record.client_address = ConnectionInfo::of(req.extensions()).map(|c| c.client);
         record.user_agent = req.headers().get(header::USER_AGENT).cloned();
         record.upstream = match (&options.upstream, options.kind) {
             (Some(u), _) => Some(u.clone()),

@@ -30,8 +30,7 @@ fn harness(kind: SpanKind, yaml: &str, routes: &[RouteConfig], queue: usize) -> 
     let (sink, spans) = SpanSink::channel(queue, metrics.spans_dropped_queue_full.clone());
     let settings = TraceSettings::new(&cfg, routes, metrics).unwrap();
     let options = match kind {
-        SpanKind::Server => TraceOptions::server("http", Some("127.0.0.1:8080".parse().unwrap()))
-            .client_address(|_| Some("10.1.2.3:4567".parse().unwrap())),
+        SpanKind::Server => TraceOptions::server("http", Some("127.0.0.1:8080".parse().unwrap())),
         SpanKind::Client => TraceOptions::client(),
     };
     Harness {
@@ -46,7 +45,14 @@ fn get(uri: &str, headers: &[(&'static str, &str)]) -> Request {
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    b.body(crate::empty_body()).unwrap()
+    let mut req = b.body(crate::empty_body()).unwrap();
+    // As the listener does for every request.
+    req.extensions_mut()
+        .insert(Arc::new(crate::connection::ConnectionInfo::new(
+            "10.1.2.3:4567".parse().unwrap(),
+            false,
+        )));
+    req
 }
 
 /// An inner service answering `status` and echoing the request headers it

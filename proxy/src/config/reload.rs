@@ -10,15 +10,10 @@
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
-use filters::{
-    registry::build_chain,
-    trace::{
-        hooks::SpanHooks, propagation::custom::DynPropagator, TraceLayer, TraceMetrics,
-        TraceSettings,
-    },
+use filters::trace::{
+    hooks::SpanHooks, propagation::custom::DynPropagator, TraceLayer, TraceMetrics, TraceSettings,
 };
 use metrics::Counter;
-use tower::util::BoxCloneSyncService;
 
 use super::{load_file, ConfigError, Settings};
 use crate::{admin::ConfigView, drain::Drain, forward::Forward, stack::Chain};
@@ -115,11 +110,10 @@ impl Reloader {
         let mut current = self.current.lock();
         let mut rebuilt = Vec::with_capacity(self.chains.len());
         for (_, forward) in &self.chains {
-            let chain = build_chain(&file.filters, BoxCloneSyncService::new(forward.clone()))
-                .map_err(|(i, e)| {
-                    ConfigError::invalid(format!("filters[{i}].{}", e.field), e.message)
-                        .in_file(&self.path)
-                })?;
+            let chain = crate::stack::configured(&file.filters, forward).map_err(|(i, e)| {
+                ConfigError::invalid(format!("filters[{i}].{}", e.field), e.message)
+                    .in_file(&self.path)
+            })?;
             rebuilt.push(chain);
         }
         let mut tracing = file.tracing.clone();

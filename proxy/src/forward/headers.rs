@@ -7,7 +7,9 @@ use http::{
     HeaderMap, Request, Version,
 };
 
-use super::{ConnTls, ForwardedFor, UpgradeRequest};
+use filters::connection::ConnectionInfo;
+
+use super::UpgradeRequest;
 use filters::HttpBody;
 
 static VIA_11: HeaderValue = HeaderValue::from_static("1.1 sidetrace");
@@ -67,8 +69,9 @@ pub(super) fn prepare_headers(req: &mut Request<HttpBody>, version: Version, upg
         req.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    let client = req.extensions().get::<ForwardedFor>().map(|c| c.0.clone());
-    let tls = req.extensions().get::<ConnTls>().is_some_and(|t| t.0);
+    let connection = ConnectionInfo::of(req.extensions());
+    let client = connection.and_then(|c| c.forwarded_for.clone());
+    let tls = connection.is_some_and(|c| c.tls);
     let headers = req.headers_mut();
     headers.append(
         header::VIA,

@@ -78,19 +78,6 @@ pub enum Destination {
     },
 }
 
-/// The client's address, put in request extensions by the listener.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientAddr(pub SocketAddr);
-
-/// The client's IP as an `X-Forwarded-For` value, rendered once per connection
-/// by the listener.
-#[derive(Clone, Debug)]
-pub struct ForwardedFor(pub HeaderValue);
-
-/// Whether the request arrived over TLS, put in request extensions by the listener.
-#[derive(Clone, Copy, Debug)]
-pub struct ConnTls(pub bool);
-
 /// The `Upgrade` header of an HTTP/1.1 upgrade request, kept aside when the
 /// hop-by-hop headers are removed at the edge of the stack.
 #[derive(Clone, Debug)]
