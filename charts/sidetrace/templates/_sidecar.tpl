@@ -48,7 +48,7 @@ env:
         fieldPath: spec.nodeName
   - name: SIDETRACE_CONFIG
     value: /etc/sidetrace/sidetrace.yaml
-  # [::] takes IPv6 and (as IPv4-mapped addresses) IPv4: IPv6-only and dual-stack clusters.
+  # 0.0.0.0 takes IPv4 only; [::] (sidetrace.dualStack) takes IPv6 and, mapped, IPv4.
   - name: SIDETRACE_INBOUND
     value: "{{ if .sidetrace.dualStack }}[::]{{ else }}0.0.0.0{{ end }}:{{ .sidetrace.ports.inbound }}"
   - name: SIDETRACE_UPSTREAM
@@ -60,8 +60,8 @@ env:
   - name: SIDETRACE_ADMIN
     value: "{{ if .sidetrace.dualStack }}[::]{{ else }}0.0.0.0{{ end }}:{{ .sidetrace.ports.admin }}"
   {{- if .native }}
-  # A native sidecar gets SIGTERM only after the app has exited and the pod has left the endpoints:
-  # a delay would accept clients for an app that is gone. The app's preStop covers the delay.
+  # A native sidecar gets SIGTERM after the app has exited and the pod has left the endpoints:
+  # a delay would take clients for an app that is gone. The app's preStop covers the delay.
   - name: SIDETRACE_DRAIN_DELAY
     value: "0s"
   {{- end }}
