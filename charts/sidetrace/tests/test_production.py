@@ -664,3 +664,26 @@ def test_extra_container_fields_are_merged_last_and_validate():
     assert proxy["securityContext"]["runAsUser"] == 1000 and proxy["securityContext"]["readOnlyRootFilesystem"]
     assert proxy["name"] == "sidetrace" and proxy["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert "/sidetrace/extraContainerFields" in render_error({"sidetrace": {"extraContainerFields": {"name": "x"}}})
+
+
+@pytest.mark.parametrize("kube, expected", [("v1.29.0", False), ("v1.30.0", True), ("v1.36.0", True)])
+def test_the_apps_prestop_sleep_only_where_kubernetes_has_the_sleep_action(tmp_path, kube, expected):
+    """The sleep action of lifecycle hooks is on by default from Kubernetes 1.30; on 1.29 the API
+    server would refuse the pod. `helm lint --kube-version` renders a copy of the chart with a probe
+    template that fails when the fronting Deployment carries a preStop sleep."""
+    import shutil
+
+    from conftest import CHART
+
+    chart = tmp_path / "sidetrace"
+    shutil.copytree(CHART, chart, ignore=shutil.ignore_patterns("tests", "charts"))
+    # (lint logs `fail` instead of failing: the probe writes broken YAML, which lint reports)
+    (chart / "templates" / "zz-probe.yaml").write_text(
+        '{{- if contains "sleep:" (include (print $.Template.BasePath "/deployment.yaml") .) }}'
+        'prestop-sleep: [{{- end }}\n')
+    values = {"fronting": {"enabled": True, "app": {"image": {"repository": "ghcr.io/acme/app"}}}}
+    report = helm().lint(str(chart), values, kube_version=kube)
+    text = str(report)
+    assert ("zz-probe.yaml" in text) is expected, text
+    no_delay = helm().lint(str(chart), {**values, "sidetrace": {"drainDelaySeconds": 0}}, kube_version=kube)
+    assert "zz-probe.yaml" not in str(no_delay), "no delay, no sleep"
