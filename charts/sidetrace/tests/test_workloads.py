@@ -242,3 +242,11 @@ def test_every_annotation_injection_reads_or_writes_is_documented():
     rows = {m for line in table.splitlines() if line.startswith("| `")
             for m in re.findall(r"`(sidetrace\.io/[a-z-]+)`", line.split("|")[1])}
     assert used and used == rows, (sorted(used - rows), sorted(rows - used))
+
+
+def test_helm_lint_the_two_workloads_chart(workloads_chart):
+    from test_render import kube_version
+
+    report = helm().lint(str(workloads_chart), strict=True, with_subcharts=True, kube_version=f"v{kube_version()}")
+    problems = [m for m in report["messages"] if m["severity"] >= 2] + report.get("errors", [])
+    assert report["total_charts_linted"] >= 1 and problems == [], problems
