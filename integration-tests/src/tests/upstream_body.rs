@@ -122,3 +122,140 @@ async fn an_upstream_that_never_reads_the_body_cannot_hang_the_request() {
     }
     proxy.shutdown();
 }
+
+/// An HTTP/1.1 app that closes keep-alive connections: after `idle` with no
+/// request, or (with `close_second`) on reading the second request of a
+/// connection, without answering it: the close racing a reused connection,
+/// made certain. Answers `ok` otherwise; counts the requests it read.
+async fn app_closing_keep_alive(
+    idle: Duration,
+    close_second: bool,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::{atomic::Ordering, Arc};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                for n in 1.. {
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tokio::time::timeout(idle, s.read(&mut chunk)).await {
+                            Ok(Ok(k)) if k > 0 => buf.extend_from_slice(&chunk[..k]),
+                            _ => return, // idle, closed or broken: close
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    while buf.len() < end + length {
+                        match s.read(&mut chunk).await {
+                            Ok(k) if k > 0 => buf.extend_from_slice(&chunk[..k]),
+                            _ => return,
+                        }
+                    }
+                    buf.drain(..end + length);
+                    count.fetch_add(1, Ordering::SeqCst);
+                    if close_second && n == 2 {
+                        return;
+                    }
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Keep-alive connections the app closes. (1) Realistically: the app closes
+/// connections idle for 50 ms and the client's requests come 40 to 60 ms
+/// apart, so some are sent as the app closes. (2) With certainty: the app
+/// reads the second request of each connection and closes without
+/// answering. A request safe to replay (a GET with no body) is retried once
+/// on a new connection; a POST is not replayed (502 NETWORK).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_keep_alive_connection_is_retried_once_only_when_safe() {
+    let (app, _) = app_closing_keep_alive(Duration::from_millis(50), false).await;
+    let proxy = Proxy::from_yaml("inbound: { upstream_protocol: http1 }\n")
+        .upstream(format!("http://{app}"))
+        .run()
+        .await;
+    let client = Client::http1();
+    let (mut sent, mut failed) = (0, 0);
+    for i in 0..40u64 {
+        tokio::time::sleep(Duration::from_millis(40 + (i * 7) % 21)).await;
+        sent += 1;
+        if client.get(&proxy.url("/")).await.status != http::StatusCode::OK {
+            failed += 1;
+        }
+    }
+    proxy.shutdown();
+
+    let (app, seen) = app_closing_keep_alive(Duration::from_secs(5), true).await;
+    let proxy = Proxy::from_yaml("inbound: { upstream_protocol: http1 }\n")
+        .upstream(format!("http://{app}"))
+        .run()
+        .await;
+    // Each request: its status and how many times the app read it.
+    let (client, url) = (Client::http1(), proxy.url("/"));
+    let mut seen_by_app = Vec::new();
+    for method in ["GET", "GET", "POST", "POST"] {
+        let body: &'static [u8] = if method == "GET" { b"" } else { b"{}" };
+        let req = client
+            .request(method, &url)
+            .body(Full::new(Bytes::from_static(body)))
+            .unwrap();
+        let before = seen.load(std::sync::atomic::Ordering::SeqCst);
+        let resp = client.send(req).await;
+        let reads = seen.load(std::sync::atomic::Ordering::SeqCst) - before;
+        let error = resp
+            .headers
+            .get("x-sidetrace-error")
+            .map(|v| format!(" {}", v.to_str().unwrap_or("?")))
+            .unwrap_or_default();
+        seen_by_app.push((method, resp.status, error, reads));
+    }
+    let listed = seen_by_app
+        .iter()
+        .map(|(m, status, error, reads)| format!("{m} {}{error} (read {reads}x)", status.as_u16()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    crate::report::record(&crate::report::Row {
+        key: "25-stale-keep-alive",
+        situation: "the app closes keep-alive connections idle for 50 ms while a client's requests come 40 to 60 ms apart (40 GETs); then an app that reads the second request of every connection and closes without answering: GET, GET, POST, POST on one client connection",
+        expected: "a request on a connection the app closed before answering is sent once more, on a new connection, only when it is safe to replay (idempotent method, no body); a POST is never replayed: 502 NETWORK",
+        measured: format!(
+            "racing idle closes: {sent} sent, {failed} failed; closed on the second request of each app connection: {listed}"
+        ),
+    });
+    assert_eq!(failed, 0, "{listed}");
+    for (method, status, _, reads) in &seen_by_app {
+        if *method == "GET" {
+            assert_eq!(*status, http::StatusCode::OK, "{listed}");
+            assert!(*reads <= 2, "{listed}");
+        } else {
+            assert_eq!(*reads, 1, "a POST is never sent twice: {listed}");
+        }
+    }
+    assert!(
+        seen_by_app
+            .iter()
+            .any(|(m, s, _, _)| *m == "POST" && *s == http::StatusCode::BAD_GATEWAY),
+        "{listed}"
+    );
+    proxy.shutdown();
+}

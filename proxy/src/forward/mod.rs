@@ -45,6 +45,7 @@ mod body_taken;
 mod errors;
 mod headers;
 mod loops;
+mod replay;
 
 pub(crate) use self::loops::is_self;
 use self::{
@@ -54,6 +55,7 @@ use self::{
         upstream_error_kind, Failed,
     },
     headers::prepare_headers,
+    replay::Replay,
 };
 pub use self::{
     errors::UpstreamBodyError,
@@ -339,7 +341,8 @@ impl Shared {
         // reading it.
         let captured = (tls || !req.body().is_end_stream()).then(|| capture_connection(&mut req));
         let h1_conn = captured.as_ref().filter(|_| !use_h2);
-        let result = match self.request(client, req, h1_conn).await {
+        let replay = Replay::of(&req).filter(|_| !upgrade);
+        let result = match self.request(client, req, h1_conn, replay).await {
             Ok(resp) => Ok(resp),
             Err(Failed::Client(e)) => Err(e),
             Err(Failed::HeadTimeout(limit)) => {
@@ -425,8 +428,26 @@ impl Shared {
     /// Sends `req`; the response-head timeout runs from the end of the
     /// request body, as the upstream cannot be expected to answer before it
     /// has the whole request (a client that stalls its body meets the body
-    /// idle timeout instead).
+    /// idle timeout instead). With `replay`, a request whose connection the
+    /// app closed before answering is sent once more, on another connection.
     async fn request(
+        &self,
+        client: &Client<LimitedConnector, HttpBody>,
+        req: Request<HttpBody>,
+        h1_conn: Option<&CaptureConnection>,
+        replay: Option<Replay>,
+    ) -> Result<Response<hyper::body::Incoming>, Failed> {
+        match (self.request_once(client, req, h1_conn).await, replay) {
+            (Err(Failed::Client(e)), Some(replay)) if replay::closed_before_head(&e) => {
+                tracing::debug!(error = %e, "upstream closed the connection before answering; request sent once more");
+                self.request_once(client, replay.into_request(), None).await
+            }
+            (result, _) => result,
+        }
+    }
+
+    /// One attempt of [`Self::request`].
+    async fn request_once(
         &self,
         client: &Client<LimitedConnector, HttpBody>,
         mut req: Request<HttpBody>,
