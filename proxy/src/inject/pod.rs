@@ -465,11 +465,11 @@ fn app_container(containers: &[Value], app_port: u16) -> &str {
         .map_or("", name_of)
 }
 
-/// A Kubernetes resource quantity: a decimal number with an optional
-/// binary (`Ki` .. `Ei`) or decimal (`m`, `k`, `M` .. `E`) suffix or
-/// exponent, as the API server accepts it.
+/// A Kubernetes resource quantity that a request or limit may be: a
+/// decimal number, not negative, with an optional binary (`Ki` .. `Ei`) or
+/// decimal (`m`, `k`, `M` .. `E`) suffix or exponent.
 fn is_quantity(s: &str) -> bool {
-    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let digits = s.strip_prefix('+').unwrap_or(s);
     let end = digits
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(digits.len());

@@ -413,7 +413,7 @@ spec: {containers: [{name: a, image: i, ports: [{containerPort: 80}]}]}
         c.get("resources").unwrap(),
         &yaml("requests: {cpu: 200m}\nlimits: {memory: 256Mi, cpu: '1'}")
     );
-    for bad in ["lots", "1.2.3", "100 m", "", "5Mb", "1e"] {
+    for bad in ["lots", "1.2.3", "100 m", "", "5Mb", "1e", "-1", "-100m"] {
         let doc = format!(
             "kind: Pod\nmetadata: {{name: p, annotations: {{sidetrace.io/proxy-memory-request: '{bad}'}}}}\nspec: {{containers: [{{name: a, image: i, ports: [{{containerPort: 80}}]}}]}}\n"
         );
