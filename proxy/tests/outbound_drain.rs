@@ -207,7 +207,7 @@ fn outbound_serves_the_app_until_it_closes_its_connections_or_the_drain_timeout(
     let exit_held = signalled.elapsed();
     assert_eq!(code_held, Some(0));
     record(
-        "41-outbound-drain",
+        "11-outbound-drain",
         "SIGTERM (real binary, drain delay 0) while the app calls out through the outbound listener in a closed loop (20 ms destination) on a keep-alive connection, plus a new connection every 5th call; the app stops 1 s later and closes; then again with an app that never closes its connection (drain timeout 2 s)",
         "the outbound listener serves the app, on its open and on new connections, until the app has closed its connections, then the proxy exits 0; an app that never closes is cut off at the drain timeout",
         &format!(
