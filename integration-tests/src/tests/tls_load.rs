@@ -122,3 +122,45 @@ async fn stalled_tls_handshakes_time_out_counted_while_others_are_served() {
     });
     proxy.shutdown();
 }
+
+/// `max_connections` on a TLS listener: a connection over the cap is closed
+/// at once, before any handshake (an answer would cost one), and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_connection_over_max_connections_is_closed_and_counted() {
+    let dir = std::env::temp_dir().join(format!("sidetrace-tls-cap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pki = Pki::new();
+    let (cert, key) = pki.leaf("server");
+    let config = format!(
+        "inbound: {{ tls: {{ cert: {}, key: {} }} }}\nlimits: {{ max_connections: 2 }}\n",
+        write(&dir, "tls.crt", &cert),
+        write(&dir, "tls.key", &key)
+    );
+    let up = Upstream::echo().await;
+    let proxy = Proxy::from_yaml(&config).upstream(up.url()).run().await;
+    let held = [
+        connect(proxy.inbound, &pki.ca_pem, &[b"http/1.1"], None)
+            .await
+            .unwrap(),
+        connect(proxy.inbound, &pki.ca_pem, &[b"http/1.1"], None)
+            .await
+            .unwrap(),
+    ];
+    let refused = connect(proxy.inbound, &pki.ca_pem, &[b"http/1.1"], None).await;
+    assert!(refused.is_err(), "the third connection was served");
+    let admin = proxy.admin_url("/metrics");
+    crate::assert_eventually!(
+        crate::metric_sum(
+            &crate::client::Client::http1().get(&admin).await.text(),
+            "sidetrace_connections_rejected_total",
+            &[("listener", "inbound"), ("reason", "max_connections")]
+        ) == 1.0,
+        "the refused TLS connection is counted"
+    );
+    // The two held connections are still served.
+    for stream in held {
+        let answers = get_n(stream, false, "/", 1).await.unwrap();
+        assert_eq!(answers[0].status, http::StatusCode::OK);
+    }
+    proxy.shutdown();
+}
