@@ -259,3 +259,36 @@ async fn a_stale_keep_alive_connection_is_retried_once_only_when_safe() {
     );
     proxy.shutdown();
 }
+
+/// A slow response head: the app answers after 2 s, the limit is 300 ms.
+/// Each request ends with 504 NETWORK at the limit over HTTP/1.1 and h2c,
+/// and a fast request right after is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_response_head_is_a_504_at_the_limit() {
+    let up = crate::upstream::Upstream::echo().await;
+    let proxy = Proxy::from_yaml("limits: { response_head_timeout: 300ms }\n")
+        .upstream(up.url())
+        .run()
+        .await;
+    let mut seen = Vec::new();
+    for (name, client) in [("HTTP/1.1", Client::http1()), ("h2c", Client::h2c())] {
+        let started = Instant::now();
+        let slow = client.get(&proxy.url("/slow?delay_ms=2000")).await;
+        let took = started.elapsed();
+        assert_eq!(slow.status, http::StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(slow.headers["x-sidetrace-error"], "NETWORK");
+        let fast = client.get(&proxy.url("/fast")).await;
+        assert_eq!(fast.status, http::StatusCode::OK, "the proxy keeps serving");
+        seen.push(format!(
+            "{name}: 504 NETWORK after {} ms, the next request 200",
+            took.as_millis()
+        ));
+    }
+    crate::report::record(&crate::report::Row {
+        key: "23-slow-head",
+        situation: "the app starts its response after 2 s; response_head_timeout 300ms; HTTP/1.1 and h2c clients",
+        expected: "504 NETWORK (error_type timeout) at the limit, the proxy keeps serving",
+        measured: seen.join("; "),
+    });
+    proxy.shutdown();
+}
