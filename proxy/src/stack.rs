@@ -6,7 +6,7 @@ use std::{convert::Infallible, sync::Arc, time::Duration};
 use arc_swap::ArcSwap;
 use filters::{
     catch_panic::CatchPanicLayer,
-    metrics::{HttpMetrics, RedLayer},
+    metrics::HttpMetrics,
     registry::{build_chain, ConfigError, FilterConfig},
     trace::TraceLayer,
     HttpBody, HttpService,
@@ -87,13 +87,13 @@ pub fn listener(
             let idle = (!is_grpc(req.headers())).then_some(body_idle_timeout);
             req.map(|b| ClientBody::new(b, idle).boxed_unsync())
         })
-        // RED metrics first: they must see every outcome, the proxy's own
-        // 4xx/5xx included, and time the whole request until its body ends.
-        .layer(RedLayer::new(metrics, scheme))
-        // Tracing next: context in, span, context out, `x-trace-id`, access
-        // log; it needs the infallible service below to see every outcome,
-        // and it reuses the route the metrics layer matched.
-        .layer(trace)
+        // Observe: RED metrics, the span (context in, span, context out,
+        // `x-trace-id`), the service graph and the access log, in one layer
+        // with one route match and one end-of-body observer. Outermost, so
+        // it sees every outcome, the proxy's own 4xx/5xx included, and times
+        // the whole request until its body ends; it needs the infallible
+        // service below.
+        .layer(trace.with_metrics(metrics, scheme))
         // Typed errors become responses (with the Failure in extensions for
         // the layers above); below this line everything may fail.
         .layer(RescueLayer)

@@ -90,37 +90,7 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<HttpBody>) -> Self::Future {
-        let route = self.metrics.routes().lookup(req.uri().path());
-        let (server, peer) = match self.metrics.side() {
-            // The outbound listener: the destination names the series.
-            Side::Client => (destination(&req), None),
-            // The inbound listener: a calling sidetrace names itself for the
-            // service graph; the header is for this hop only.
-            Side::Server if self.metrics.has_graph() => {
-                (None, req.headers_mut().remove(CLIENT_HEADER))
-            }
-            Side::Server => (None, None),
-        };
-        let recording = self.metrics.start(
-            req.method(),
-            req.version(),
-            self.scheme,
-            route.as_ref().map(|r| r.index),
-            server,
-            peer,
-        );
-        if let Some(route) = route {
-            req.extensions_mut().insert(route);
-        }
-        if let Some(size) = self.metrics.request_size(req.method()) {
-            if req.body().is_end_stream() {
-                // Most requests have no body: record without wrapping (and boxing) it.
-                size.record(0.0);
-            } else {
-                let size = RequestSize(size.clone());
-                req = req.map(|body| EosBody::new(body, size).boxed_unsync());
-            }
-        }
+        let recording = begin(&self.metrics, self.scheme, &mut req);
         ResponseFuture {
             inner: self.inner.call(req),
             recording: Some(recording),
@@ -168,6 +138,49 @@ where
             }
         }
     }
+}
+
+/// Starts recording `req` into `metrics`: matches its route (put in the
+/// request extensions for the layers below), takes the service-graph hop
+/// header off, and wraps a request body to measure its size. For a layer
+/// that records RED metrics as part of its own work (the trace layer's
+/// [`with_metrics`](crate::trace::TraceLayer::with_metrics)).
+pub fn begin(
+    metrics: &Arc<HttpMetrics>,
+    scheme: &'static str,
+    req: &mut http::Request<HttpBody>,
+) -> RequestRecording {
+    let route = metrics.routes().lookup(req.uri().path());
+    let (server, peer) = match metrics.side() {
+        // The outbound listener: the destination names the series.
+        Side::Client => (destination(req), None),
+        // The inbound listener: a calling sidetrace names itself for the
+        // service graph; the header is for this hop only.
+        Side::Server if metrics.has_graph() => (None, req.headers_mut().remove(CLIENT_HEADER)),
+        Side::Server => (None, None),
+    };
+    let recording = metrics.start(
+        req.method(),
+        req.version(),
+        scheme,
+        route.as_ref().map(|r| r.index),
+        server,
+        peer,
+    );
+    if let Some(route) = route {
+        req.extensions_mut().insert(route);
+    }
+    if let Some(size) = metrics.request_size(req.method()) {
+        if req.body().is_end_stream() {
+            // Most requests have no body: record without wrapping (and boxing) it.
+            size.record(0.0);
+        } else {
+            let size = RequestSize(size.clone());
+            let body = std::mem::replace(req.body_mut(), crate::empty_body());
+            *req.body_mut() = EosBody::new(body, size).boxed_unsync();
+        }
+    }
+    recording
 }
 
 /// The destination of an outbound request: its URI authority (h2, or an

@@ -24,7 +24,7 @@ pub use crate::body::Outcome;
 pub use self::{
     handles::{HttpMetrics, MetricsConfig, RequestRecording, Side},
     labels::{method_index, method_label, protocol_label, MatchedRoute, RouteTable, METHODS},
-    layer::{RedLayer, RedService, ResponseFuture},
+    layer::{begin, RedLayer, RedService, ResponseFuture},
 };
 
 /// Histogram buckets of the semantic conventions for durations, in seconds.

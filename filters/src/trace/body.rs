@@ -131,6 +131,9 @@ impl OnEos for SpanEnd {
             end_attributes,
         } = self;
         outcome.end(eos, bytes);
+        if let Some(recording) = inflight.recording.take() {
+            recording.finish(outcome);
+        }
         let record = &mut inflight.record;
         record.request_bytes = Some(inflight.request_bytes.get());
         if let Some(end) = end_attributes {

@@ -35,6 +35,7 @@ use crate::{
     catch_panic::panic_message,
     classify::{ErrorType, Failure, FailureCategory, GrpcCode},
     connection::ConnectionInfo,
+    metrics::{self as red_metrics, HttpMetrics, RequestRecording},
     registry::ConfigError,
     Request, Response,
 };
@@ -67,10 +68,11 @@ pub struct TraceOptions {
     pub upstream: Option<Authority>,
 }
 
-/// Applies [`Trace`]. Cloned per request by hyper-util: one `Arc` inside.
+/// Applies [`Trace`]. Cloned per request by hyper-util: `Arc`s inside.
 #[derive(Clone)]
 pub struct TraceLayer {
     shared: Arc<Shared>,
+    red: Option<Red>,
 }
 
 /// Traces requests to the inner service.
@@ -78,6 +80,14 @@ pub struct TraceLayer {
 pub struct Trace<S> {
     inner: S,
     shared: Arc<Shared>,
+    red: Option<Red>,
+}
+
+/// The RED metrics a trace layer records along with its spans.
+#[derive(Clone)]
+struct Red {
+    metrics: Arc<HttpMetrics>,
+    scheme: &'static str,
 }
 
 struct Shared {
@@ -127,6 +137,8 @@ pub(crate) struct InFlight {
     pub(crate) settings: Arc<TraceSettings>,
     pub(crate) sinks: Arc<Sinks>,
     pub(crate) request_bytes: RequestBytes,
+    /// The request's RED recording, finished with the span.
+    pub(crate) recording: Option<RequestRecording>,
     pub(crate) access_log: bool,
     pub(crate) panicked: bool,
     /// `x-trace-id` for the response (shares the injected headers' buffer).
@@ -234,6 +246,18 @@ impl TraceLayer {
                     logs: LogSink::discard(),
                 }),
             }),
+            red: None,
+        }
+    }
+
+    /// Also records the RED metrics of every request into `metrics`
+    /// (`scheme` is the listener's), ended with the span by the same
+    /// end-of-body observer, so a request's response body is wrapped once
+    /// for both. Reloads still reach the layer this was made from.
+    pub fn with_metrics(&self, metrics: Arc<HttpMetrics>, scheme: &'static str) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            red: Some(Red { metrics, scheme }),
         }
     }
 
@@ -250,6 +274,7 @@ impl TraceLayer {
                     logs,
                 }),
             }),
+            red: self.red.clone(),
         }
     }
 
@@ -267,6 +292,7 @@ impl<S> Layer<S> for TraceLayer {
         Trace {
             inner,
             shared: self.shared.clone(),
+            red: self.red.clone(),
         }
     }
 }
@@ -286,6 +312,12 @@ where
     }
 
     fn call(&mut self, mut req: Request) -> Self::Future {
+        // Timed from here, the outermost point of the stack, so the
+        // proxy's own answers are measured like the app's.
+        let recording = self
+            .red
+            .as_ref()
+            .map(|red| red_metrics::begin(&red.metrics, red.scheme, &mut req));
         let settings = self.shared.settings.load_full();
         let options = &self.shared.options;
         let mut extracted = propagation::extract(&settings.propagators, req.headers());
@@ -365,6 +397,7 @@ where
             settings,
             sinks: self.shared.sinks.clone(),
             request_bytes,
+            recording,
             panicked: false,
             trace_header: HeaderValue::from_static(""),
         };

@@ -427,6 +427,19 @@ async fn collector_faults_cost_requests_nothing_and_export_resumes() {
     );
     otlp.set_mode(Mode::Ok);
     otlp.release();
+    // The backlog held while the collector was stuck fills the queue; it
+    // goes out first (every span so far exported or counted as dropped),
+    // then the 50 requests after recovery must all be exported.
+    let sent_so_far = (100 + 3 * n) as f64;
+    assert_eventually!(
+        {
+            let text = metrics(&proxy).await;
+            metric_sum(&text, "sidetrace_spans_exported_total", &[])
+                + metric_sum(&text, "sidetrace_spans_dropped_total", &[])
+                >= sent_so_far
+        },
+        "the backlog is exported or counted once the collector is back"
+    );
     let after = p99_of(&proxy, "/after", 50).await;
     assert_eventually!(
         otlp.spans()
