@@ -280,6 +280,17 @@ pub async fn start_with(
     // Logs: access records and the proxy's warnings, with the spans' resource.
     let logs = crate::logs::Logs::start(&settings.logs, env, &resource, &*recorder)
         .map_err(|e| ConfigError::invalid(e.source_name, e.message))?;
+    // Metrics over OTLP: the text /metrics serves, pushed from the export
+    // runtime with the spans' resource.
+    let source_handle = prometheus.clone();
+    let metrics_push = crate::metrics_export::MetricsPush::start(
+        &settings.metrics.export,
+        env,
+        &resource,
+        Arc::new(move || admin::exposition(&source_handle)),
+        &*recorder,
+    )
+    .map_err(|e| ConfigError::invalid(e.source_name, e.message))?;
     // The proxy's own span hooks, after the built-ins (and again on reload):
     // inbound TLS facts on SERVER spans.
     let mut proxy_hooks: Vec<Arc<dyn filters::trace::hooks::SpanHooks>> = match &tls {
@@ -388,11 +399,13 @@ pub async fn start_with(
         crate::tls::server::watch(cert.clone(), config.clone(), drain.clone());
     }
     let logs_tls = logs.tls().cloned();
+    let metrics_tls = metrics_push.tls().cloned();
     for tls in upstream_tls
         .iter()
         .chain(&outbound_tls)
         .chain(&export_tls)
         .chain(&logs_tls)
+        .chain(&metrics_tls)
     {
         tls.watch(drain.clone());
     }
@@ -519,6 +532,13 @@ pub async fn start_with(
             .max(Duration::from_secs(1));
         if !pipeline.handle.shutdown(flush_for).await {
             tracing::warn!("spans still queued at the end of the drain were dropped");
+        }
+        // The metrics as they stand at the end, after the span flush counted.
+        let flush_for = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_secs(1));
+        if !metrics_push.shutdown(flush_for).await {
+            tracing::warn!("the last metrics push at the end of the drain failed");
         }
         // Log records last, so they include the warnings of the span flush.
         let flush_for = deadline

@@ -17,6 +17,7 @@ pub mod inject;
 pub mod listen;
 pub mod logging;
 pub mod logs;
+pub mod metrics_export;
 pub mod preflight;
 pub mod rescue;
 pub mod smuggling;

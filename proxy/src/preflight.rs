@@ -1,5 +1,5 @@
 //! What `run` reads at start besides the config file — TLS certificates and
-//! keys, the OTLP export settings (spans and logs) from the environment — checked without
+//! keys, the OTLP export settings (spans, logs and metrics) from the environment — checked without
 //! starting anything, so `check-config` and `run` agree on what is valid.
 
 use std::collections::HashMap;
@@ -32,6 +32,11 @@ pub fn check_files(settings: &Settings, env: &HashMap<String, String>) -> Result
     let logs = ExportSettings::resolve_signal(Signal::LOGS, &settings.logs.export, env)
         .map_err(|e| ConfigError::invalid(e.source_name, e.message))?;
     logs.client_tls()
+        .map_err(|e| ConfigError::invalid(e.source_name, e.message))?;
+    let (metrics, _) = crate::metrics_export::resolve(&settings.metrics.export, env)
+        .map_err(|e| ConfigError::invalid(e.source_name, e.message))?;
+    metrics
+        .client_tls()
         .map_err(|e| ConfigError::invalid(e.source_name, e.message))?;
     Ok(())
 }

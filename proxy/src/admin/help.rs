@@ -127,6 +127,21 @@ const FAMILIES: &[(&str, Option<Unit>, &str)] = &[
         "Batches of log records the logs collector did not take after retries.",
     ),
     (
+        "sidetrace_metrics_export_points_total",
+        None,
+        "Metric data points the metrics collector took (OTLP push).",
+    ),
+    (
+        "sidetrace_metrics_export_errors_total",
+        None,
+        "Metric pushes the metrics collector did not take after retries; the next push carries their values.",
+    ),
+    (
+        "sidetrace_metrics_export_dropped_points_total",
+        None,
+        "Metric data points of the last push, at shutdown, that the metrics collector did not take.",
+    ),
+    (
         "sidetrace_metric_overflow_total",
         None,
         "Label sets folded into a metric's overflow series because it reached its series limit.",

@@ -89,6 +89,15 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: Drai
     }
 }
 
+/// The Prometheus text `/metrics` serves: the recorder's families and the
+/// `process_*` ones. `/debug/red` and the OTLP metrics push
+/// ([`crate::metrics_export`]) read this same text.
+pub fn exposition(prometheus: &PrometheusHandle) -> String {
+    let mut text = prometheus.render();
+    process::render(&mut text);
+    text
+}
+
 fn route(state: &AdminState, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
     // Before routing, on the same path the router matches, so no spelling
     // of a guarded endpoint reaches its handler unchecked.
@@ -97,8 +106,7 @@ fn route(state: &AdminState, req: Request<Incoming>, peer: SocketAddr) -> Respon
     }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
-            let mut text = state.prometheus.render();
-            process::render(&mut text);
+            let text = exposition(&state.prometheus);
             respond(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -120,8 +128,7 @@ fn route(state: &AdminState, req: Request<Incoming>, peer: SocketAddr) -> Respon
         }
         (&Method::GET, path) if ui::owns(path) => ui::serve(path),
         (&Method::GET, "/debug/red") => {
-            let mut text = state.prometheus.render();
-            process::render(&mut text);
+            let text = exposition(&state.prometheus);
             match serde_json::to_vec(&red::Red::from_exposition(&text)) {
                 Ok(json) => respond(StatusCode::OK, "application/json", json),
                 Err(e) => respond(

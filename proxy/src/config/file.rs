@@ -163,6 +163,8 @@ pub struct MetricsFileConfig {
     pub duration_buckets: Vec<f64>,
     /// Service-graph settings.
     pub service_graph: ServiceGraphConfig,
+    /// OTLP push of the same metrics.
+    pub export: crate::metrics_export::MetricsExportConfig,
 }
 
 /// `metrics.service_graph:`.
@@ -181,6 +183,7 @@ impl Default for MetricsFileConfig {
             series_limit: 2000,
             duration_buckets: filters::metrics::DURATION_BUCKETS.to_vec(),
             service_graph: ServiceGraphConfig::default(),
+            export: crate::metrics_export::MetricsExportConfig::default(),
         }
     }
 }

@@ -168,6 +168,7 @@ impl Settings {
             .apply_env(env)
             .map_err(|e| ConfigError::invalid(e.field, e.message))?;
         file.logs.validate()?;
+        file.metrics.export.validate()?;
         Ok(Self {
             service_name,
             service_version: file.service.version,

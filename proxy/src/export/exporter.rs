@@ -203,6 +203,8 @@ impl Exporter {
             // Under its own target, which the logs pipeline does not take
             // in: a failing logs export must not feed itself.
             tracing::warn!(target: LOGS_EXPORT_TARGET, error = %e, "log record batch dropped");
+        } else if self.signal == Signal::METRICS {
+            tracing::warn!(target: "sidetrace::export", error = %e, "metrics push failed");
         } else {
             tracing::warn!(target: "sidetrace::export", error = %e, "span batch dropped");
         }

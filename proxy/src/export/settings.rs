@@ -1,7 +1,8 @@
 //! Where and how a signal is exported: spans from the `tracing.export`
 //! block, log records from `logs.export`, each overlaid with the standard
 //! `OTEL_EXPORTER_OTLP_*` variables (env beats file; the signal's own
-//! `_TRACES_` / `_LOGS_` form beats the generic one).
+//! `_TRACES_` / `_LOGS_` / `_METRICS_` form beats the generic one). Metric
+//! pushes come from `metrics.export`, converted by [`crate::metrics_export`].
 //!
 //! URL rules follow the OpenTelemetry specification:
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is used as-is; a base endpoint
@@ -183,6 +184,29 @@ impl Signal {
         "logs",
         "sidetrace_logs_export_errors_total"
     );
+
+    /// Metric data points, from `metrics.export`, pushed periodically
+    /// ([`crate::metrics_export`]). Named `sidetrace_metrics_export_*`: a
+    /// failed push loses nothing while the proxy runs (the next push
+    /// carries the totals, or the differences since the last push taken),
+    /// so only a final push that fails at shutdown drops points.
+    pub const METRICS: Self = Self {
+        metrics: SignalMetrics {
+            exported: "sidetrace_metrics_export_points_total",
+            errors: "sidetrace_metrics_export_errors_total",
+            dropped: "sidetrace_metrics_export_dropped_points_total",
+        },
+        ..signal!(
+            "metrics",
+            "METRICS",
+            "metrics",
+            "MetricsService",
+            "metrics.export",
+            "data points",
+            "metrics",
+            "sidetrace_metrics_export_errors_total"
+        )
+    };
 }
 
 /// Resolved export settings; `None` endpoint means the embedded store.
@@ -270,7 +294,7 @@ impl ExportSettings {
 
     /// Resolves `config` and `env` for `signal`.
     ///
-    /// For logs, `OTEL_LOGS_EXPORTER=otlp` with no endpoint set anywhere
+    /// For logs and metrics, `OTEL_LOGS_EXPORTER=otlp` (`OTEL_METRICS_EXPORTER`) with no endpoint set anywhere
     /// exports to the specification's default (`http://localhost:4318`, or
     /// `:4317` for gRPC); spans without an endpoint go to the embedded store.
     pub fn resolve_signal(
@@ -296,11 +320,11 @@ impl ExportSettings {
         };
         let exporter = var(&[vars.exporter]);
         let disabled = exporter.is_some_and(|(_, v)| v == "none");
-        // Spans have always ignored values other than `none`; for logs,
-        // which are new, anything but `otlp` or `none` is refused.
+        // Spans have always ignored values other than `none`; for logs and
+        // metrics, which are new, anything but `otlp` or `none` is refused.
         let asked = match exporter {
             Some((_, "otlp")) => true,
-            Some((name, other)) if signal == Signal::LOGS && other != "none" => {
+            Some((name, other)) if signal != Signal::TRACES && other != "none" => {
                 return Err(ExportConfigError {
                     source_name: name,
                     message: format!("{other:?} is not otlp or none"),
@@ -323,7 +347,7 @@ impl ExportSettings {
                 protocol,
                 true,
             )?)
-        } else if asked && signal == Signal::LOGS {
+        } else if asked && signal != Signal::TRACES {
             let url = match protocol {
                 ExportProtocol::Grpc => "http://localhost:4317",
                 ExportProtocol::HttpProtobuf => "http://localhost:4318",

@@ -1,0 +1,234 @@
+//! The periodic push: every interval, on the [`export_runtime`], render
+//! what `/metrics` would serve, convert it, and hand it to the OTLP
+//! [`Exporter`] (retries with backoff, a timeout per attempt, failures
+//! counted); one last push at the end of the drain.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use filters::trace::Resource;
+use metrics::{Counter, Key, Metadata, Recorder};
+use prost::Message;
+use tokio::{
+    runtime::Handle,
+    sync::oneshot,
+    task::JoinHandle,
+    time::{Instant, MissedTickBehavior},
+};
+
+use super::{exposition, otlp::Converter, MetricsExportConfig, Schedule};
+use crate::{
+    export::{export_runtime, ExportConfigError, ExportMetrics, ExportSettings, Exporter, Signal},
+    tls::client::ClientTls,
+};
+
+/// Renders the exposition the push reads: the same text `/metrics` serves.
+pub type Source = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The metrics push of a proxy; idle when no collector is configured.
+#[derive(Debug)]
+pub struct MetricsPush {
+    running: Option<Running>,
+}
+
+#[derive(Debug)]
+struct Running {
+    stop: oneshot::Sender<oneshot::Sender<bool>>,
+    task: JoinHandle<()>,
+    tls: Option<Arc<ClientTls>>,
+    /// Points of the push in hand, lost if the shutdown deadline passes.
+    in_hand: Arc<AtomicUsize>,
+    dropped: Counter,
+}
+
+struct Task {
+    source: Source,
+    converter: Converter,
+    exporter: Exporter,
+    interval: Duration,
+    in_hand: Arc<AtomicUsize>,
+}
+
+// === impl MetricsPush ===
+
+impl MetricsPush {
+    /// Starts pushing on the [`export_runtime`] when `config` (or
+    /// `OTEL_EXPORTER_OTLP_[METRICS_]*` in `env`) names a collector; the
+    /// points carry `resource`, the spans' own. The self-metrics are
+    /// registered with `recorder` either way.
+    pub fn start(
+        config: &MetricsExportConfig,
+        env: &HashMap<String, String>,
+        resource: &Resource,
+        source: Source,
+        recorder: &dyn Recorder,
+    ) -> Result<Self, ExportConfigError> {
+        Self::start_on(&export_runtime(), config, env, resource, source, recorder)
+    }
+
+    /// [`start`](Self::start) on `runtime`.
+    pub fn start_on(
+        runtime: &Handle,
+        config: &MetricsExportConfig,
+        env: &HashMap<String, String>,
+        resource: &Resource,
+        source: Source,
+        recorder: &dyn Recorder,
+    ) -> Result<Self, ExportConfigError> {
+        let (settings, schedule) = resolve(config, env)?;
+        let tls = settings.client_tls()?;
+        let md = Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+        let names = &Signal::METRICS.metrics;
+        let counter = |name: &'static str| recorder.register_counter(&Key::from_name(name), &md);
+        // A failed push loses nothing while the proxy runs, so only the
+        // last one, at shutdown, counts its points as dropped.
+        let metrics = ExportMetrics {
+            exported: counter(names.exported),
+            errors: counter(names.errors),
+            dropped_failed: Counter::noop(),
+            dropped_shutdown: Counter::noop(),
+        };
+        let dropped = counter(names.dropped);
+        let Some(exporter) = Exporter::new(&settings, tls.clone(), metrics) else {
+            return Ok(Self { running: None });
+        };
+        let in_hand = Arc::new(AtomicUsize::new(0));
+        let task = Task {
+            source,
+            converter: Converter::new(resource, schedule.temporality, unix_nanos()),
+            exporter,
+            interval: schedule.interval,
+            in_hand: in_hand.clone(),
+        };
+        let (stop, stopped) = oneshot::channel();
+        let task = runtime.spawn(task.run(stopped, dropped.clone()));
+        Ok(Self {
+            running: Some(Running {
+                stop,
+                task,
+                tls,
+                in_hand,
+                dropped,
+            }),
+        })
+    }
+
+    /// Whether metrics are pushed.
+    pub fn is_pushing(&self) -> bool {
+        self.running.is_some()
+    }
+
+    /// The TLS client of an `https://` collector, to watch its files.
+    pub fn tls(&self) -> Option<&Arc<ClientTls>> {
+        self.running.as_ref().and_then(|r| r.tls.as_ref())
+    }
+
+    /// Pushes once more (the values at the end of the drain) and stops,
+    /// giving up at `deadline`; whether the last push was taken in time.
+    pub async fn shutdown(self, deadline: Duration) -> bool {
+        let Some(Running {
+            stop,
+            mut task,
+            in_hand,
+            dropped,
+            ..
+        }) = self.running
+        else {
+            return true;
+        };
+        let (ack, acked) = oneshot::channel();
+        let _ = stop.send(ack);
+        match tokio::time::timeout(deadline, async {
+            let ok = acked.await.unwrap_or(false);
+            let _ = (&mut task).await;
+            ok
+        })
+        .await
+        {
+            Ok(ok) => ok,
+            Err(_) => {
+                task.abort();
+                dropped.increment(in_hand.load(Ordering::Relaxed) as u64);
+                tracing::warn!(
+                    target: "sidetrace::export",
+                    deadline_ms = deadline.as_millis() as u64,
+                    "the last metrics push did not finish before the shutdown deadline"
+                );
+                false
+            }
+        }
+    }
+}
+
+/// The export settings and schedule `config` and `env` give, as `run`
+/// resolves them (and `check-config` checks them).
+pub fn resolve(
+    config: &MetricsExportConfig,
+    env: &HashMap<String, String>,
+) -> Result<(ExportSettings, Schedule), ExportConfigError> {
+    let settings = ExportSettings::resolve_signal(Signal::METRICS, &config.connection(), env)?;
+    let schedule = config.schedule(env)?;
+    Ok((settings, schedule))
+}
+
+fn unix_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+// === impl Task ===
+
+impl Task {
+    async fn run(mut self, mut stop: oneshot::Receiver<oneshot::Sender<bool>>, dropped: Counter) {
+        // The first push after one interval: at start every value is 0.
+        let mut tick = tokio::time::interval_at(Instant::now() + self.interval, self.interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let ack = loop {
+            tokio::select! {
+                biased;
+                ack = &mut stop => break ack.ok(),
+                _ = tick.tick() => {
+                    // A push still retrying when the drain starts gives way
+                    // to the last one, which carries newer values.
+                    tokio::select! {
+                        biased;
+                        ack = &mut stop => break ack.ok(),
+                        _ = self.push() => {}
+                    }
+                }
+            }
+        };
+        let ok = self.push().await;
+        if !ok {
+            dropped.increment(self.in_hand.load(Ordering::Relaxed) as u64);
+        }
+        if let Some(ack) = ack {
+            let _ = ack.send(ok);
+        }
+    }
+
+    /// One push; whether the collector took it.
+    async fn push(&mut self) -> bool {
+        let text = (self.source)();
+        let families = exposition::parse(&text);
+        let prepared = self.converter.prepare(&families, unix_nanos());
+        let body = Bytes::from(prepared.request.encode_to_vec());
+        self.in_hand.store(prepared.points, Ordering::Relaxed);
+        // Failures are counted and logged by the exporter.
+        match self.exporter.export(body, prepared.points).await {
+            Ok(()) => {
+                self.converter.commit(prepared);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
