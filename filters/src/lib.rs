@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod rate_limit;
 pub mod registry;
 pub mod retry;
+pub mod route;
 pub mod secret;
 pub mod timeout;
 pub mod trace;

@@ -10,9 +10,7 @@ use metrics::{Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 use tokio::{net::TcpListener, task::JoinHandle};
 
-use filters::trace::{
-    Resource, ServiceInfo, TraceLayer, TraceMetrics, TraceOptions, TraceSettings,
-};
+use filters::trace::{Resource, ServiceInfo, TraceLayer, TraceMetrics, TraceOptions};
 
 use crate::{
     admin::{self, AdminState},
@@ -119,12 +117,7 @@ pub async fn start_with(
             &md,
         )
     };
-    let routes = RouteTable::new(
-        settings
-            .routes
-            .iter()
-            .map(|r| (r.prefix.as_str(), r.name.as_str())),
-    );
+    let routes = RouteTable::from_config(&settings.routes);
     let metrics_config = MetricsConfig {
         series_limit: settings.metrics.series_limit,
     };
@@ -299,19 +292,15 @@ pub async fn start_with(
     };
     proxy_hooks.extend(extensions.span_hooks);
     let trace_settings = Arc::new(
-        extensions
-            .propagators
-            .iter()
-            .cloned()
-            .fold(
-                proxy_hooks.iter().cloned().fold(
-                    TraceSettings::new(&settings.tracing, &settings.routes, trace_metrics.clone())
-                        .map_err(|e| ConfigError::invalid(e.field, e.message))?,
-                    TraceSettings::with_hook,
-                ),
-                TraceSettings::with_propagator,
-            )
-            .with_access(settings.logs.access, settings.logs.stdout),
+        stack::trace_settings(
+            &settings.tracing,
+            &settings.routes,
+            trace_metrics.clone(),
+            &proxy_hooks,
+            &extensions.propagators,
+            &settings.logs,
+        )
+        .map_err(|e| ConfigError::invalid(e.field, e.message))?,
     );
     let inbound_trace = TraceLayer::new(
         TraceOptions::server(inbound_scheme, Some(settings.upstream.authority.clone())),

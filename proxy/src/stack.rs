@@ -8,7 +8,10 @@ use filters::{
     catch_panic::CatchPanicLayer,
     metrics::HttpMetrics,
     registry::{build_chain, ConfigError, FilterConfig},
-    trace::TraceLayer,
+    trace::{
+        hooks::SpanHooks, propagation::custom::DynPropagator, RouteConfig, TraceLayer,
+        TraceMetrics, TraceSettings, TracingConfig,
+    },
     HttpBody, HttpService,
 };
 use futures_util::future::Either;
@@ -20,6 +23,7 @@ use tower::{util::BoxCloneSyncService, Service, ServiceBuilder, ServiceExt};
 use crate::{
     client_body::ClientBody,
     forward::{is_grpc, strip_hop_by_hop, Forward},
+    logs::LogsConfig,
     rescue::RescueLayer,
     tunnel::{ConnectPolicy, TunnelLayer},
     validate::ValidateLayer,
@@ -108,6 +112,30 @@ pub fn listener(
         // A panicking filter becomes one more INTERNAL error for rescue.
         .layer(CatchPanicLayer::new())
         .service(chain)
+}
+
+/// The trace layer's settings: the `tracing:` block and `routes:`, then the
+/// proxy's own span hooks after the built-ins, the embedder's propagators
+/// after the configured formats, and which requests get access records.
+/// The same at start-up and on reload.
+pub fn trace_settings(
+    tracing: &TracingConfig,
+    routes: &[RouteConfig],
+    metrics: TraceMetrics,
+    hooks: &[Arc<dyn SpanHooks>],
+    propagators: &[DynPropagator],
+    logs: &LogsConfig,
+) -> Result<TraceSettings, ConfigError> {
+    let settings = TraceSettings::new(tracing, routes, metrics)?;
+    let settings = hooks
+        .iter()
+        .cloned()
+        .fold(settings, TraceSettings::with_hook);
+    Ok(propagators
+        .iter()
+        .cloned()
+        .fold(settings, TraceSettings::with_propagator)
+        .with_access(logs.access, logs.stdout))
 }
 
 // === impl Chain ===

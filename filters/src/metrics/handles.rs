@@ -235,8 +235,8 @@ impl HttpMetrics {
         }
         let route = key
             .route
-            .and_then(|i| self.routes.routes().get(i))
-            .map(|(_, name)| name.to_string())
+            .and_then(|i| self.routes.get(i))
+            .map(|r| r.name.to_string())
             .unwrap_or_default();
         labels.push(Label::new("http_route", route));
         labels.push(Label::new("network_protocol_version", key.protocol));

@@ -150,7 +150,7 @@ pub fn begin(
     scheme: &'static str,
     req: &mut http::Request<HttpBody>,
 ) -> RequestRecording {
-    let route = metrics.routes().lookup(req.uri().path());
+    let route = metrics.routes().lookup(req.uri().path()).cloned();
     let (server, peer) = match metrics.side() {
         // The outbound listener: the destination names the series.
         Side::Client => (destination(req), None),

@@ -20,10 +20,11 @@ mod labels;
 mod layer;
 
 pub use crate::body::Outcome;
+pub use crate::route::RouteTable;
 
 pub use self::{
     handles::{HttpMetrics, MetricsConfig, RequestRecording, Side},
-    labels::{method_index, method_label, protocol_label, MatchedRoute, RouteTable, METHODS},
+    labels::{method_index, method_label, protocol_label, METHODS},
     layer::{begin, RedLayer, RedService, ResponseFuture},
 };
 

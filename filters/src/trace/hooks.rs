@@ -29,9 +29,13 @@ use http::{header::HeaderName, HeaderMap, HeaderValue, StatusCode};
 
 use super::{
     config::{CaptureConfig, RouteConfig},
-    span::{CapturedHeader, MatchedRoute, Outcome, SpanRecord},
+    span::{CapturedHeader, Outcome, SpanRecord},
 };
-use crate::{classify::ErrorType, Request};
+use crate::{
+    classify::ErrorType,
+    route::{Route, RouteTable},
+    Request,
+};
 
 /// Code run at the points of a span's life. Every method has a no-op default.
 pub trait SpanHooks: Send + Sync + 'static {
@@ -90,7 +94,7 @@ pub enum PanicSource {
 /// route's sampling override.
 #[derive(Clone, Debug, Default)]
 pub struct RouteNaming {
-    routes: Arc<[(Box<str>, MatchedRoute)]>,
+    routes: RouteTable,
 }
 
 /// Records configured request and response headers as span attributes,
@@ -125,32 +129,14 @@ impl RouteNaming {
     /// A table from the `routes:` list; the longest prefix wins and config
     /// order breaks ties.
     pub fn new(routes: &[RouteConfig]) -> Self {
-        let mut table: Vec<(Box<str>, MatchedRoute)> = routes
-            .iter()
-            .enumerate()
-            .map(|(index, r)| {
-                (
-                    r.prefix.as_str().into(),
-                    MatchedRoute {
-                        index,
-                        name: r.name.as_str().into(),
-                        sample: r.sample,
-                    },
-                )
-            })
-            .collect();
-        table.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         Self {
-            routes: table.into(),
+            routes: RouteTable::from_config(routes),
         }
     }
 
     /// The route matching `path`.
-    pub fn lookup(&self, path: &str) -> Option<&MatchedRoute> {
-        self.routes
-            .iter()
-            .find(|(prefix, _)| path.starts_with(&**prefix))
-            .map(|(_, r)| r)
+    pub fn lookup(&self, path: &str) -> Option<&Arc<Route>> {
+        self.routes.lookup(path)
     }
 
     /// Whether no route is configured.
@@ -161,9 +147,13 @@ impl RouteNaming {
 
 impl SpanHooks for RouteNaming {
     fn on_start(&self, span: &mut SpanRecord, req: &Request) {
-        if let Some(r) = self.lookup(req.uri().path()) {
-            span.route = Some(r.clone());
-        }
+        // The observe layer matched the request once, for its metrics too;
+        // a trace layer without metrics matches here.
+        let route = match Route::of(req.extensions()) {
+            Some(route) => Some(route),
+            None => self.lookup(req.uri().path()),
+        };
+        span.route = route.cloned();
     }
 }
 

@@ -20,7 +20,6 @@ use http::{
 use tokio::time::Instant;
 
 use super::{
-    config::RouteSample,
     context::{SpanId, TraceId},
     sampler::SamplingReason,
 };
@@ -55,16 +54,7 @@ pub enum Host {
     Header(HeaderValue),
 }
 
-/// The route a request matched in `routes:`.
-#[derive(Clone, Debug)]
-pub struct MatchedRoute {
-    /// Index in the configured list.
-    pub index: usize,
-    /// The route's name: `http.route` and the span name suffix.
-    pub name: Arc<str>,
-    /// The route's sampling override.
-    pub sample: Option<RouteSample>,
-}
+pub use crate::route::Route;
 
 /// A span attribute value added by a hook.
 #[derive(Clone, Debug, PartialEq)]
@@ -135,7 +125,7 @@ pub struct SpanRecord {
     /// `http.request.method`.
     pub method: Method,
     /// The matched route: `http.route`.
-    pub route: Option<MatchedRoute>,
+    pub route: Option<Arc<Route>>,
     /// The request is gRPC (`content-type: application/grpc*`).
     pub grpc: bool,
     /// Start, Unix nanoseconds.
@@ -576,11 +566,11 @@ mod tests {
     fn names() {
         let mut s = span(SpanKind::Server);
         assert_eq!(s.name(), "GET");
-        s.route = Some(MatchedRoute {
+        s.route = Some(Arc::new(Route {
             index: 0,
             name: "orders".into(),
             sample: None,
-        });
+        }));
         assert_eq!(s.name(), "GET orders");
         s.path = Some(PathAndQuery::from_static("/shop.v1.Cart/AddItem"));
         assert_eq!(s.name(), "GET orders", "not gRPC");

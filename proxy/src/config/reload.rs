@@ -11,7 +11,7 @@
 use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
 use filters::trace::{
-    hooks::SpanHooks, propagation::custom::DynPropagator, TraceLayer, TraceMetrics, TraceSettings,
+    hooks::SpanHooks, propagation::custom::DynPropagator, TraceLayer, TraceMetrics,
 };
 use metrics::Counter;
 
@@ -122,21 +122,16 @@ impl Reloader {
             .map_err(|e| ConfigError::invalid(e.field, e.message).in_file(&self.path))?;
         // Routes need a restart (they name metric series), so the running ones stay.
         file.logs.validate().map_err(|e| e.in_file(&self.path))?;
-        let trace_settings =
-            TraceSettings::new(&tracing, &current.routes, self.tracing.metrics.clone())
-                .map_err(|e| ConfigError::invalid(e.field, e.message).in_file(&self.path))?
-                .with_access(file.logs.access, file.logs.stdout);
-        let trace_settings = self
-            .span_hooks
-            .iter()
-            .cloned()
-            .fold(trace_settings, TraceSettings::with_hook);
-        let trace_settings = Arc::new(
-            self.propagators
-                .iter()
-                .cloned()
-                .fold(trace_settings, TraceSettings::with_propagator),
-        );
+        let trace_settings = crate::stack::trace_settings(
+            &tracing,
+            &current.routes,
+            self.tracing.metrics.clone(),
+            &self.span_hooks,
+            &self.propagators,
+            &file.logs,
+        )
+        .map_err(|e| ConfigError::invalid(e.field, e.message).in_file(&self.path))?;
+        let trace_settings = Arc::new(trace_settings);
         for ((chain, _), service) in self.chains.iter().zip(rebuilt) {
             chain.swap(service);
         }

@@ -38,14 +38,16 @@ use hyper_util::{
         connect::{capture_connection, CaptureConnection, HttpConnector},
         Client,
     },
-    rt::{TokioExecutor, TokioIo, TokioTimer},
+    rt::{TokioExecutor, TokioTimer},
 };
 
 mod body_taken;
 mod errors;
 mod headers;
 mod loops;
+mod protocol;
 mod replay;
+mod upgrade;
 
 pub(crate) use self::loops::is_self;
 use self::{
@@ -55,7 +57,9 @@ use self::{
         upstream_error_kind, Failed,
     },
     headers::prepare_headers,
+    protocol::{Fallback, Plan},
     replay::Replay,
+    upgrade::tunnel,
 };
 pub use self::{
     errors::UpstreamBodyError,
@@ -140,8 +144,6 @@ struct ClientEnd(
     http::StatusCode,
     Option<filters::classify::GrpcCode>,
 );
-
-static CHUNKED: HeaderValue = HeaderValue::from_static("chunked");
 
 /// Read buffer per HTTP/1.1 upstream connection.
 const UPSTREAM_READ_BUFFER: usize = 64 * 1024;
@@ -247,68 +249,34 @@ impl Shared {
     ) -> Result<Response<HttpBody>, filters::Error> {
         let (scheme, authority) = self.destination(&req)?;
         let incoming_version = req.version();
-        let grpc = is_grpc(req.headers());
-        let upgrade = incoming_version == Version::HTTP_11
-            && req.extensions().get::<UpgradeRequest>().is_some();
-        let tls = scheme == Scheme::HTTPS;
-        // Over TLS in `auto`, ALPN decides (an upgrade needs HTTP/1.1);
-        // in clear text the request's own version does, with the remembered
-        // downgrade for apps that only speak HTTP/1.1.
-        let alpn_decides = tls && self.protocol == UpstreamProtocol::Auto && !upgrade;
-        let use_h2 = match self.protocol {
-            UpstreamProtocol::Http1 => false,
-            UpstreamProtocol::H2c => true,
-            UpstreamProtocol::Auto => {
-                !tls && incoming_version == Version::HTTP_2
-                    && (grpc || !self.h2_unsupported.load(Ordering::Relaxed))
-            }
-        } && !upgrade;
+        let plan = Plan::new(
+            self.protocol,
+            self.h2_unsupported.load(Ordering::Relaxed),
+            &scheme,
+            &req,
+        );
+        let Plan {
+            tls,
+            upgrade,
+            use_h2,
+            alpn_decides,
+            ..
+        } = plan;
 
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         prepare_headers(&mut req, incoming_version, upgrade);
+        plan.set_version(&mut req, &authority);
         let path = req
             .uri()
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        if use_h2 {
-            req.headers_mut().remove(header::HOST);
-            *req.version_mut() = Version::HTTP_2;
-        } else {
-            // hyper sends a GET, HEAD or CONNECT body of unknown length as no
-            // body at all unless the framing is explicit; never drop it.
-            if !req.body().is_end_stream()
-                && req.body().size_hint().exact().is_none()
-                && !req.headers().contains_key(header::CONTENT_LENGTH)
-            {
-                req.headers_mut()
-                    .insert(header::TRANSFER_ENCODING, CHUNKED.clone());
-            }
-            if !req.headers().contains_key(header::HOST) {
-                let host = req.uri().authority().unwrap_or(&authority).as_str();
-                if let Ok(v) = HeaderValue::from_str(host) {
-                    req.headers_mut().insert(header::HOST, v);
-                }
-            }
-            *req.version_mut() = Version::HTTP_11;
-        }
         *req.uri_mut() = build_uri(scheme, authority.clone(), path)?;
 
         // Until the app has answered over HTTP/2 once, keep what is needed to
         // resend a bodiless request as HTTP/1.1 if it turns out not to speak it.
-        let fallback = (use_h2
-            && !tls
-            && self.protocol == UpstreamProtocol::Auto
-            && !grpc
-            && !self.h2_confirmed.load(Ordering::Relaxed)
-            && req.body().is_end_stream())
-        .then(|| {
-            (
-                req.method().clone(),
-                req.uri().clone(),
-                req.headers().clone(),
-            )
-        });
+        let fallback = (self.may_downgrade(&plan) && req.body().is_end_stream())
+            .then(|| Fallback::capture(&req));
 
         let recording = self.metrics.as_ref().map(|m| {
             let scheme = if scheme_is_https(req.uri()) {
@@ -380,32 +348,16 @@ impl Shared {
                 if kind == UpstreamErrorKind::Saturated {
                     self.shed.increment(1);
                 }
-                if use_h2
-                    && !tls
-                    && kind != UpstreamErrorKind::Connect
-                    && self.protocol == UpstreamProtocol::Auto
-                    && !grpc
-                    && !self.h2_confirmed.load(Ordering::Relaxed)
-                {
+                if kind != UpstreamErrorKind::Connect && self.may_downgrade(&plan) {
                     if !self.h2_unsupported.swap(true, Ordering::Relaxed) {
                         tracing::warn!(upstream = %authority, "upstream does not speak HTTP/2; converting HTTP/2 requests to HTTP/1.1 from now on");
                     }
-                    if let Some((method, uri, mut headers)) = fallback {
-                        if let Some(host) = uri
-                            .authority()
-                            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-                        {
-                            headers.entry(header::HOST).or_insert(host);
-                        }
-                        let mut retry = Request::new(filters::empty_body());
-                        *retry.method_mut() = method;
-                        *retry.uri_mut() = uri;
-                        *retry.headers_mut() = headers;
-                        *retry.version_mut() = Version::HTTP_11;
-                        let resp =
-                            self.http1.request(retry).await.map_err(|e| {
-                                upstream_error(upstream_error_kind(&e), &authority, e)
-                            })?;
+                    if let Some(fallback) = fallback {
+                        let resp = self
+                            .http1
+                            .request(fallback.into_http1())
+                            .await
+                            .map_err(|e| upstream_error(upstream_error_kind(&e), &authority, e))?;
                         return Ok(self.finish_response(resp, recording, None));
                     }
                 }
@@ -499,6 +451,17 @@ impl Shared {
     }
 
     /// Ends the upstream hop's recording with `error`'s classification.
+    /// Whether a failed HTTP/2 exchange may mean the app only speaks
+    /// HTTP/1.1: in clear text under `auto`, not gRPC, and the app has not
+    /// answered over HTTP/2 yet.
+    fn may_downgrade(&self, plan: &Plan) -> bool {
+        plan.use_h2
+            && !plan.tls
+            && !plan.grpc
+            && self.protocol == UpstreamProtocol::Auto
+            && !self.h2_confirmed.load(Ordering::Relaxed)
+    }
+
     fn fail(&self, recording: Option<RequestRecording>, error: filters::Error) -> filters::Error {
         if let Some(recording) = recording {
             recording.finish(Outcome {
@@ -606,22 +569,5 @@ struct BodySent(tokio::sync::oneshot::Sender<()>);
 impl OnEos for BodySent {
     fn on_eos(self, _: Eos<'_>, _: u64) {
         let _ = self.0.send(());
-    }
-}
-
-async fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
-    authority: Authority,
-) {
-    match tokio::try_join!(client, upstream) {
-        Ok((client, upstream)) => {
-            let mut client = TokioIo::new(client);
-            let mut upstream = TokioIo::new(upstream);
-            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                tracing::debug!(upstream = %authority, error = %e, "upgraded connection closed");
-            }
-        }
-        Err(e) => tracing::warn!(upstream = %authority, error = %e, "upgrade failed"),
     }
 }

@@ -1,6 +1,6 @@
 use std::{sync::Arc, time::Duration};
 
-use filters::trace::{span::MatchedRoute, Outcome, SpanKind};
+use filters::trace::{span::Route, Outcome, SpanKind};
 use http::Method;
 
 use super::*;
@@ -18,11 +18,11 @@ fn span(kind: SpanKind, trace: TraceId, status: u16, ms: u64) -> SpanRecord {
 }
 
 fn routed(mut s: SpanRecord, name: &str) -> SpanRecord {
-    s.route = Some(MatchedRoute {
+    s.route = Some(Arc::new(Route {
         index: 0,
         name: Arc::from(name),
         sample: None,
-    });
+    }));
     s
 }
 
