@@ -1,7 +1,8 @@
-//! A real OTLP receiver for traces and logs, as a collector is: a tonic
-//! gRPC server with `TraceService` and `LogsService`, or OTLP/HTTP
-//! `POST /v1/traces` and `POST /v1/logs` (hyper), decoding every export
-//! request it gets with the official messages (logs: [`logs`]).
+//! A real OTLP receiver for traces, logs and metrics, as a collector is: a
+//! tonic gRPC server with `TraceService`, `LogsService` and
+//! `MetricsService`, or OTLP/HTTP `POST /v1/traces`, `/v1/logs` and
+//! `/v1/metrics` (hyper), decoding every export request it gets with the
+//! official messages (logs: [`logs`], metrics: [`metrics`]).
 //!
 //! ```no_run
 //! # async fn doc() {
@@ -45,11 +46,13 @@ use tokio::{
 
 mod http_server;
 pub mod logs;
+pub mod metrics;
 mod tls;
 
 use self::tls::TlsOptions;
 pub use self::{
     logs::{ReceivedLog, ReceivedLogs},
+    metrics::ReceivedMetrics,
     tls::TlsConnection,
 };
 use crate::pki::Leaf;
@@ -128,6 +131,8 @@ struct Shared {
     handshake_failures: AtomicUsize,
     logs: watch::Sender<Vec<ReceivedLogs>>,
     log_attempts: AtomicUsize,
+    metrics: watch::Sender<Vec<ReceivedMetrics>>,
+    metric_attempts: AtomicUsize,
 }
 
 // === impl Otlp ===
@@ -370,6 +375,8 @@ impl OtlpBuilder {
             handshake_failures: AtomicUsize::new(0),
             logs: watch::channel(Vec::new()).0,
             log_attempts: AtomicUsize::new(0),
+            metrics: watch::channel(Vec::new()).0,
+            metric_attempts: AtomicUsize::new(0),
         });
         shared.set_mode(self.mode);
         let (stop, stopped) = oneshot::channel::<()>();
@@ -385,10 +392,12 @@ impl OtlpBuilder {
             (None, Protocol::Grpc) => {
                 let svc = TraceServiceServer::new(GrpcReceiver(shared.clone()));
                 let logs = logs::service(&shared);
+                let metrics = metrics::service(&shared);
                 tokio::spawn(async move {
                     tonic::transport::Server::builder()
                         .add_service(svc)
                         .add_service(logs)
+                        .add_service(metrics)
                         .serve_with_incoming_shutdown(
                             tonic::transport::server::TcpIncoming::from(listener),
                             async move {

@@ -1,5 +1,5 @@
-//! The OTLP/HTTP receiver: `POST /v1/traces` and `POST /v1/logs`,
-//! protobuf, optionally gzip.
+//! The OTLP/HTTP receiver: `POST /v1/traces`, `/v1/logs` and
+//! `/v1/metrics`, protobuf, optionally gzip.
 
 use std::{convert::Infallible, io::Read, sync::Arc};
 
@@ -10,12 +10,13 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use opentelemetry_proto::tonic::collector::{
     logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse},
+    metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse},
     trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse},
 };
 use prost::Message;
 use tokio::{net::TcpListener, sync::oneshot};
 
-use super::{Received, ReceivedLogs, Shared};
+use super::{Received, ReceivedLogs, ReceivedMetrics, Shared};
 
 pub(super) async fn serve_http(
     listener: TcpListener,
@@ -47,9 +48,14 @@ pub(super) async fn handle_http(shared: &Shared, req: Request<Incoming>) -> Resp
         resp
     };
     let logs = req.uri().path() == "/v1/logs";
-    if req.method() != http::Method::POST || !(logs || req.uri().path() == "/v1/traces") {
+    let metrics = req.uri().path() == "/v1/metrics";
+    if req.method() != http::Method::POST || !(logs || metrics || req.uri().path() == "/v1/traces")
+    {
         shared.decode_error(format!("unexpected {} {}", req.method(), req.uri()));
-        return answer(StatusCode::NOT_FOUND, "POST /v1/traces or /v1/logs only\n");
+        return answer(
+            StatusCode::NOT_FOUND,
+            "POST /v1/traces, /v1/logs or /v1/metrics only\n",
+        );
     }
     let (parts, body) = req.into_parts();
     let content_type = parts.headers.get(http::header::CONTENT_TYPE);
@@ -78,6 +84,28 @@ pub(super) async fn handle_http(shared: &Shared, req: Request<Incoming>) -> Resp
     } else {
         body
     };
+    if metrics {
+        let request = match ExportMetricsServiceRequest::decode(body) {
+            Ok(r) => r,
+            Err(e) => {
+                shared.decode_error(format!("metrics protobuf: {e}"));
+                return answer(StatusCode::BAD_REQUEST, "bad protobuf\n");
+            }
+        };
+        let received = ReceivedMetrics {
+            request,
+            gzip,
+            headers: parts.headers,
+        };
+        return if shared.answer_metrics(received).await {
+            protobuf(ExportMetricsServiceResponse::default().encode_to_vec())
+        } else {
+            answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the test collector is down\n",
+            )
+        };
+    }
     if logs {
         let request = match ExportLogsServiceRequest::decode(body) {
             Ok(r) => r,

@@ -91,7 +91,8 @@ pub(super) async fn serve(
     let acceptor = options.acceptor();
     // Both services on one connection, routed by path, as a collector does.
     let grpc = tonic::service::Routes::new(TraceServiceServer::new(GrpcReceiver(shared.clone())))
-        .add_service(super::logs::service(&shared));
+        .add_service(super::logs::service(&shared))
+        .add_service(super::metrics::service(&shared));
     loop {
         let (tcp, _) = tokio::select! {
             _ = &mut stop => return,

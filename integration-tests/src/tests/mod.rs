@@ -9,6 +9,7 @@ mod hostile;
 mod http;
 mod limits;
 mod logs_export;
+mod metrics_export;
 mod metrics_text;
 mod outbound;
 mod propagation_formats;
