@@ -7,7 +7,7 @@
 //! the limit) and logged here with the peer address.
 //!
 //! What one client may hold is bounded here: connections per listener (past
-//! the cap, new ones are refused at once and counted: see [`refuse`]), a TLS handshake
+//! the cap, new ones are refused at once and counted: see `refuse`), a TLS handshake
 //! deadline, a head deadline from accept or the handshake's end (in the
 //! framing guard), an idle timeout for connections with no request in
 //! flight, and HTTP/2 streams per connection with a bounded send buffer
