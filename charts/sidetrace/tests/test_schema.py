@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
-from conftest import CHART, helm, load_values, render
+from conftest import CHART, helm, load_values, objects, render
 
 SCHEMA_CASES = {
     "typo at top level": ({"enviroment": "prod"}, ["additional properties 'enviroment' not allowed"]),
@@ -39,6 +40,10 @@ SCHEMA_CASES = {
     "bad scrape interval": ({"monitoring": {"podMonitor": {"interval": "30 seconds"}}},
                             ["/monitoring/podMonitor/interval"]),
     "enabled as string": ({"slo": {"enabled": "yes"}}, ["/slo/enabled", "boolean"]),
+    "unknown metrics temporality": ({"sidetrace": {"config": {"metrics": {"export": {"temporality": "both"}}}}},
+                                    ["/sidetrace/config/metrics/export/temporality"]),
+    "metrics push interval in ms": ({"sidetrace": {"config": {"metrics": {"export": {"interval": 30000}}}}},
+                                    ["/sidetrace/config/metrics/export/interval"]),
 }
 
 
@@ -76,6 +81,20 @@ def test_templates_reject_impossible_combinations(values, expected):
 def test_shipped_values_pass_the_schema(files):
     with helm().Chart.load(str(CHART)) as chart:
         chart.validate_schema(load_values(*files))
+
+
+def test_schema_accepts_the_metrics_push_block():
+    """metrics.export (the OTLP push of /metrics) with every key the proxy reads."""
+    values = {"sidetrace": {"config": {"metrics": {"export": {
+        "endpoint": "http://otel-collector:4318", "protocol": "http/protobuf", "timeout": "10s", "gzip": True,
+        "interval": "30s", "temporality": "delta"}}}}}
+    with helm().Chart.load(str(CHART)) as chart:
+        chart.validate_schema(values)
+    (cm,) = [o for o in objects(render(values))
+             if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-config")]
+    config = yaml.safe_load(cm["data"]["sidetrace.yaml"])
+    assert config["metrics"]["export"]["interval"] == "30s"
+    assert config["metrics"]["export"]["temporality"] == "delta"
 
 
 def test_every_values_key_is_documented():
