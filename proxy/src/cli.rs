@@ -41,7 +41,7 @@ pub enum Command {
     /// Validate a config file and print the effective config and filter chain.
     CheckConfig(CheckConfigArgs),
     /// Load-test a URL, or compare a service with and without the proxy.
-    Bench(crate::bench::BenchArgs),
+    Bench(sidetrace_bench::BenchArgs),
     /// Add the sidecar to the pod templates of Kubernetes manifests (or take it out).
     Inject(InjectArgs),
     /// Run the mutating admission webhook that injects the sidecar into new pods.

@@ -3,7 +3,6 @@
 
 pub mod admin;
 pub mod app;
-pub mod bench;
 pub mod cli;
 pub mod client_body;
 pub mod config;

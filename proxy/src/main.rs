@@ -63,7 +63,7 @@ fn main() -> ExitCode {
             }
         },
         Command::CheckConfig(args) => check_config(&args.file, args.without_files, &env),
-        Command::Bench(args) => runtime.block_on(sidetrace::bench::run(args)),
+        Command::Bench(args) => runtime.block_on(sidetrace_bench::run(args)),
         Command::Inject(args) => sidetrace::inject::run(args),
         Command::Webhook(args) => {
             runtime.block_on(sidetrace::webhook::run(args, wait_for_signal()))
@@ -116,6 +116,10 @@ async fn run(args: RunArgs, env: HashMap<String, String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Listen for the signals before the proxy says it is ready: a SIGTERM
+    // that comes right after the ready line must drain, not kill (the
+    // default action until a handler is installed).
+    let signals = term_and_int();
     let running = match app::start(settings, &env).await {
         Ok(r) => r,
         Err(app::StartError::Config(e)) => {
@@ -141,7 +145,7 @@ async fn run(args: RunArgs, env: HashMap<String, String>) -> ExitCode {
         // SIGTERM: the pod is leaving the endpoints, which takes a moment to
         // reach every client; keep serving them, not ready, for the delay.
         // Ctrl-C (or a second signal) is a person who wants it gone now.
-        let delay = match wait_for_term_or_int().await {
+        let delay = match wait_for_term_or_int(signals).await {
             SignalKind::Term => delay,
             SignalKind::Int => Duration::ZERO,
         };
@@ -157,9 +161,19 @@ enum SignalKind {
     Int,
 }
 
-async fn wait_for_term_or_int() -> SignalKind {
+type Signals = Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>;
+
+/// SIGTERM and SIGINT handlers, installed now.
+fn term_and_int() -> Signals {
     use tokio::signal::unix::{signal, SignalKind as Kind};
-    let (Ok(mut term), Ok(mut int)) = (signal(Kind::terminate()), signal(Kind::interrupt())) else {
+    Some((
+        signal(Kind::terminate()).ok()?,
+        signal(Kind::interrupt()).ok()?,
+    ))
+}
+
+async fn wait_for_term_or_int(signals: Signals) -> SignalKind {
+    let Some((mut term, mut int)) = signals else {
         return std::future::pending().await;
     };
     tokio::select! {

@@ -17,7 +17,7 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use http_body_util::Full;
-use sidetrace::bench::{execute, BenchConfig, Length, Protocol, Report};
+use sidetrace_bench::{execute, BenchConfig, Length, Protocol, Report};
 use tokio::{net::TcpListener, sync::oneshot};
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -284,7 +284,7 @@ async fn compare_runs_both_sides() {
     let echo = Echo::start().await;
     let mut c = config(&echo.url("/?size=64"));
     c.length = Length::Requests(400);
-    let cmp = tokio::time::timeout(PATIENCE, sidetrace::bench::compare(&c, &echo.url("/"), 2))
+    let cmp = tokio::time::timeout(PATIENCE, sidetrace_bench::compare(&c, &echo.url("/"), 2))
         .await
         .unwrap()
         .unwrap();

@@ -1,4 +1,8 @@
-//! `sidetrace bench`: the load harness bundled in the binary (DESIGN §9).
+//! `sidetrace bench`: the load harness the `sidetrace` binary links.
+//!
+//! A crate of its own because it is a client, not a part of the proxy: it
+//! depends on nothing of `sidetrace`, and of it the proxy names only
+//! [`BenchArgs`] (the `bench` command's flags) and [`run`].
 //!
 //! Use it to load-test a service, or with `--compare` to measure what the
 //! proxy adds in front of it. It speaks HTTP/1.1, h2c and unary gRPC, runs
@@ -11,8 +15,8 @@
 //! The library API is what the command uses:
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), sidetrace::bench::BenchError> {
-//! use sidetrace::bench::{execute, BenchConfig, Length};
+//! # async fn demo() -> Result<(), sidetrace_bench::BenchError> {
+//! use sidetrace_bench::{execute, BenchConfig, Length};
 //! let mut config = BenchConfig::new("http://127.0.0.1:8080/")?;
 //! config.rate = Some(1000.0);
 //! config.length = Length::Requests(5000);
