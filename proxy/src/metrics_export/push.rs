@@ -232,3 +232,117 @@ impl Task {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use filters::trace::ExportProtocol;
+
+    use super::*;
+    use crate::metrics_export::{Temporality, INTERVAL_VAR, TEMPORALITY_VAR};
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn target(config: &MetricsExportConfig, pairs: &[(&str, &str)]) -> Option<String> {
+        resolve(config, &env(pairs))
+            .unwrap()
+            .0
+            .target
+            .map(|u| u.to_string())
+    }
+
+    #[test]
+    fn endpoints_follow_the_specification() {
+        let none = MetricsExportConfig::default();
+        assert_eq!(target(&none, &[]), None, "no endpoint, no push");
+        assert_eq!(
+            target(
+                &none,
+                &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318/base/")]
+            ),
+            Some("http://c:4318/base/v1/metrics".into()),
+            "the generic base gets the signal path"
+        );
+        assert_eq!(
+            target(
+                &none,
+                &[
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                    ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://m:9/custom"),
+                ]
+            ),
+            Some("http://m:9/custom".into()),
+            "the signal's own endpoint is used as-is and wins"
+        );
+        assert_eq!(
+            target(
+                &none,
+                &[
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+                    ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc"),
+                ]
+            ),
+            Some(
+                "http://c:4317/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+                    .into()
+            )
+        );
+        assert_eq!(
+            target(&none, &[("OTEL_METRICS_EXPORTER", "otlp")]),
+            Some("http://localhost:4318/v1/metrics".into()),
+            "otlp asked for without an endpoint: the specification's default"
+        );
+        let file = MetricsExportConfig {
+            endpoint: Some("http://file:4318".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            target(&file, &[]),
+            Some("http://file:4318/v1/metrics".into())
+        );
+        assert_eq!(target(&file, &[("OTEL_METRICS_EXPORTER", "none")]), None);
+        // Spans' own variables do not move metrics.
+        assert_eq!(
+            target(
+                &file,
+                &[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:1")]
+            ),
+            Some("http://file:4318/v1/metrics".into())
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let c = MetricsExportConfig::default();
+        let err = |pairs: &[(&str, &str)]| resolve(&c, &env(pairs)).unwrap_err().source_name;
+        assert_eq!(
+            err(&[("OTEL_METRICS_EXPORTER", "prometheus")]),
+            "OTEL_METRICS_EXPORTER"
+        );
+        assert_eq!(
+            err(&[("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/json")]),
+            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"
+        );
+        assert_eq!(err(&[(INTERVAL_VAR, "30s")]), INTERVAL_VAR);
+        assert_eq!(err(&[(TEMPORALITY_VAR, "sometimes")]), TEMPORALITY_VAR);
+        let (settings, schedule) = resolve(
+            &c,
+            &env(&[
+                ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://m:4317"),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "x-key=a%20b"),
+                (INTERVAL_VAR, "5000"),
+                (TEMPORALITY_VAR, "lowmemory"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(settings.protocol, ExportProtocol::Grpc);
+        assert_eq!(settings.headers["x-key"], "a b");
+        assert_eq!(schedule.interval, Duration::from_secs(5));
+        assert_eq!(schedule.temporality, Temporality::LowMemory);
+    }
+}
