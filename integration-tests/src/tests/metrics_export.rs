@@ -18,6 +18,7 @@ use crate::{
     client::Client,
     metric_sum,
     otlp::{Otlp, ReceivedMetrics},
+    pki::{temp_dir, write, Pki},
     proxy::Proxy,
     upstream::Upstream,
 };
@@ -392,5 +393,43 @@ async fn a_dead_metrics_collector_costs_no_request_and_is_counted() {
     );
     proxy.shutdown();
     assert!(otlp.metric_pushes().is_empty());
+    otlp.shutdown().await;
+}
+
+/// Over TLS with the metrics' own variables (gRPC): the collector's
+/// CA from `OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE`; spans stay home.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_reach_a_tls_collector_with_their_own_variables() {
+    let dir = temp_dir("metrics-tls");
+    let pki = Pki::new("collector CA");
+    let ca = write(&dir, "ca.pem", &pki.ca_pem);
+    let otlp = Otlp::grpc()
+        .tls(&pki.leaf("collector", &["localhost"]))
+        .run()
+        .await;
+    let up = Upstream::echo().await;
+    let proxy = Proxy::builder()
+        .upstream(up.url())
+        .env("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", &otlp.endpoint())
+        .env("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc")
+        .env("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", &ca)
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "100")
+        .run()
+        .await;
+    let resp = Client::http1().get(&proxy.url("/tls")).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    let pushes = otlp
+        .wait_for_metrics("a push with the request over TLS", |p| {
+            p.iter().any(|p| pushed_count(p) == 1)
+        })
+        .await;
+    assert!(!pushes.is_empty());
+    let conns = otlp.tls_connections();
+    assert!(
+        conns.iter().all(|c| c.alpn.as_deref() == Some("h2")),
+        "{conns:?}"
+    );
+    assert!(otlp.spans().is_empty(), "spans stay in the embedded store");
+    proxy.shutdown();
     otlp.shutdown().await;
 }
