@@ -1,8 +1,6 @@
 //! A test certificate authority: server and client certificates, expired
 //! ones, and files to point the proxy at.
 
-use std::path::{Path, PathBuf};
-
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
 /// A CA that signs leaves.
@@ -68,16 +66,5 @@ impl Pki {
     }
 }
 
-/// A fresh temporary directory for one test's files.
-pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sidetrace-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Writes `text` to `dir/name` and returns the path as a string for YAML.
-pub fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
-}
+// Test files live where the kit puts them (shared with proxy/tests).
+pub use kit::{temp_dir, write};

@@ -13,8 +13,32 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::{net::TcpListener, sync::oneshot};
+
+/// The gate of [`Upstream::gated`].
+#[derive(Clone)]
+pub struct Gate {
+    arrived: Arc<tokio::sync::Semaphore>,
+    open: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Gate {
+    /// Waits, within [`crate::PATIENCE`], until `n` more requests have
+    /// arrived at the app and are held there.
+    pub async fn arrived(&self, n: u32) {
+        tokio::time::timeout(crate::PATIENCE, self.arrived.acquire_many(n))
+            .await
+            .expect("the requests reached the app in time")
+            .expect("the gate's semaphore is never closed")
+            .forget();
+    }
+
+    /// Lets every held request (and every later one) answer.
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+}
 
 /// A running upstream.
 pub struct Upstream {
@@ -150,11 +174,54 @@ impl Upstream {
         }
     }
 
-    /// An address where nothing listens.
+    /// An address where nothing listens (connections are refused), kept so
+    /// for the whole run: see [`kit::refusing_addr`].
     pub async fn dead() -> SocketAddr {
+        kit::refusing_addr()
+    }
+
+    /// An app (HTTP/1.1 and h2c) that holds every request until the test
+    /// opens the [`Gate`], then answers `ok`: a test knows its requests are
+    /// in flight from [`Gate::arrived`], not from a sleep.
+    pub async fn gated() -> (Self, Gate) {
+        let gate = Gate {
+            arrived: Arc::new(tokio::sync::Semaphore::new(0)),
+            open: Arc::new(tokio::sync::watch::channel(false).0),
+        };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        drop(listener);
-        addr
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (tx, mut rx) = oneshot::channel::<()>();
+        let (count, held) = (requests.clone(), gate.clone());
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    _ = &mut rx => return,
+                    accepted = listener.accept() => match accepted { Ok(c) => c, Err(_) => continue },
+                };
+                let (count, held) = (count.clone(), held.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        let held = held.clone();
+                        async move {
+                            let mut open = held.open.subscribe();
+                            held.arrived.add_permits(1);
+                            let _ = open.wait_for(|open| *open).await;
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        let up = Self {
+            addr,
+            requests,
+            _stop: tx,
+        };
+        (up, gate)
     }
 }

@@ -9,18 +9,14 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::{
-    io::{BufRead, BufReader},
-    net::SocketAddr,
-    process::{Child, Command, Output, Stdio},
-    sync::{
-        atomic::{AtomicU32, Ordering},
-        mpsc,
-    },
-    time::{Duration, Instant},
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
 };
 
+use kit::process::Process;
+
 const BIN: &str = env!("CARGO_BIN_EXE_sidetrace");
-const PATIENCE: Duration = Duration::from_secs(20);
 const SECRET_ENV: &str = "authorization=Bearer s3cr3t-token";
 const SECRETS: [&str; 3] = ["s3cr3t-token", "file-s3cr3t", "app-s3cr3t"];
 
@@ -34,15 +30,10 @@ struct Netns {
     peer: String,
 }
 
-/// Kills the child when the test ends, however it ends.
-struct Killed(Child);
-
 /// A running `sidetrace run` and its log lines (JSON, one per line).
 struct Proxy {
-    child: Killed,
+    process: Process,
     admin_port: u16,
-    logs: mpsc::Receiver<String>,
-    seen: Vec<String>,
 }
 
 // === impl Netns ===
@@ -128,15 +119,6 @@ fn ip(args: &[&str]) {
     );
 }
 
-// === impl Killed ===
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 // === impl Proxy ===
 
 impl Proxy {
@@ -144,65 +126,32 @@ impl Proxy {
     /// addresses, and a secret in `OTEL_EXPORTER_OTLP_HEADERS`; waits for
     /// the ready line to learn the admin port.
     fn start(config: &str) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "sidetrace-admin-exposure-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("sidetrace.yaml");
-        std::fs::write(&file, config).unwrap();
-        let mut child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&file)
-            .args([
-                "--inbound",
-                "127.0.0.1:0",
-                "--admin",
-                "0.0.0.0:0",
-                "--upstream",
-                "http://127.0.0.1:9",
-                "--log-level",
-                "info",
-                "--log-format",
-                "json",
-            ])
-            .env("OTEL_EXPORTER_OTLP_HEADERS", SECRET_ENV)
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, logs) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut proxy = Self {
-            child: Killed(child),
-            admin_port: 0,
-            logs,
-            seen: Vec::new(),
-        };
-        let deadline = Instant::now() + PATIENCE;
-        while proxy.admin_port == 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = proxy.logs.recv_timeout(left).unwrap_or_else(|e| {
-                panic!("no ready line within {PATIENCE:?} ({e}): {:?}", proxy.seen)
-            });
-            if line.contains("sidetrace ready") {
-                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-                let admin: SocketAddr = v["admin"].as_str().unwrap().parse().unwrap();
-                proxy.admin_port = admin.port();
-            }
-            proxy.seen.push(line);
+        let file = kit::write(&kit::temp_dir("admin-exposure"), "sidetrace.yaml", config);
+        let mut process = Process::spawn(
+            Command::new(BIN)
+                .args(["run", "--config"])
+                .arg(&file)
+                .args([
+                    "--inbound",
+                    "127.0.0.1:0",
+                    "--admin",
+                    "0.0.0.0:0",
+                    "--upstream",
+                    "http://127.0.0.1:9",
+                    "--log-level",
+                    "info",
+                    "--log-format",
+                    "json",
+                ])
+                .env("OTEL_EXPORTER_OTLP_HEADERS", SECRET_ENV)
+                .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        );
+        let admin_port = process.ready().admin.port();
+        Self {
+            process,
+            admin_port,
         }
-        proxy
     }
 
     fn url(&self, host: &str, path: &str) -> String {
@@ -210,22 +159,15 @@ impl Proxy {
     }
 
     fn assert_running(&mut self) {
-        let status = self.child.0.try_wait().unwrap();
-        assert!(status.is_none(), "the proxy exited: {status:?}");
+        assert!(self.process.is_running(), "the proxy exited");
     }
 
     /// Log lines so far that record a refusal of `endpoint` to `client`.
     fn refusals(&mut self, client: &str, endpoint: &str) -> usize {
         // The refusal is logged before the 403 is written, so the line is
         // already on its way; give the reader thread a moment to pass it on.
-        let deadline = Instant::now() + Duration::from_millis(500);
-        while let Ok(line) = self
-            .logs
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            self.seen.push(line);
-        }
-        self.seen
+        self.process
+            .read_for(Duration::from_millis(500))
             .iter()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter(|v| {
@@ -240,17 +182,7 @@ impl Proxy {
 
     /// Waits for the process to exit after a drain; its exit code.
     fn wait_exit(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.0.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the proxy did not exit within {PATIENCE:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.process.wait_exit().code()
     }
 }
 
@@ -353,9 +285,24 @@ fn a_non_loopback_peer_gets_metrics_and_probes_only() {
     assert_eq!(curl(Some(&ns), "GET", &remote("/ready")).0, 200);
 
     // Each refusal is logged once per peer and endpoint group.
-    assert_eq!(proxy.refusals(&ns.peer, "config"), 1, "{:#?}", proxy.seen);
-    assert_eq!(proxy.refusals(&ns.peer, "debug"), 1, "{:#?}", proxy.seen);
-    assert_eq!(proxy.refusals(&ns.peer, "shutdown"), 1, "{:#?}", proxy.seen);
+    assert_eq!(
+        proxy.refusals(&ns.peer, "config"),
+        1,
+        "{:#?}",
+        proxy.process.seen()
+    );
+    assert_eq!(
+        proxy.refusals(&ns.peer, "debug"),
+        1,
+        "{:#?}",
+        proxy.process.seen()
+    );
+    assert_eq!(
+        proxy.refusals(&ns.peer, "shutdown"),
+        1,
+        "{:#?}",
+        proxy.process.seen()
+    );
 
     // Loopback is served, with the secrets of the file and the environment
     // redacted.

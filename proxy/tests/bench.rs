@@ -20,7 +20,8 @@ use http_body_util::Full;
 use sidetrace_bench::{execute, BenchConfig, Length, Protocol, Report};
 use tokio::{net::TcpListener, sync::oneshot};
 
-const PATIENCE: Duration = Duration::from_secs(60);
+/// A load run takes longer than other waits: three times the kit's patience.
+const PATIENCE: Duration = kit::PATIENCE.saturating_mul(3);
 
 /// The echo app, stopped when dropped.
 struct Echo {
@@ -177,10 +178,7 @@ async fn open_loop_corrects_coordinated_omission() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_connections_are_connect_errors() {
-    let addr = {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        l.local_addr().unwrap()
-    };
+    let addr = kit::refusing_addr();
     let mut c = config(&format!("http://{addr}/"));
     c.length = Length::Requests(20);
     let r = bench(c).await;
@@ -311,8 +309,7 @@ async fn binary(args: Vec<String>) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_json_has_every_field_and_the_plot_is_xml() {
     let echo = Echo::start().await;
-    let dir = std::env::temp_dir().join(format!("sidetrace-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = kit::temp_dir("bench");
     let plot = dir.join("latency.svg");
     let out = binary(vec![
         echo.url("/?a=1&b=2"),

@@ -5,29 +5,23 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    io::Write,
+    net::{TcpListener, TcpStream},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_sidetrace");
-const PATIENCE: Duration = Duration::from_secs(20);
+use kit::{
+    held::HeldUpstream,
+    http1::{self, get},
+    process::{Process, Ready},
+    PATIENCE,
+};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+const BIN: &str = env!("CARGO_BIN_EXE_sidetrace");
 
 fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("sidetrace-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
+    kit::write(&kit::temp_dir("cli"), name, text).into()
 }
 
 #[test]
@@ -144,211 +138,104 @@ fn usage_errors_exit_2_and_bind_failures_exit_1() {
     assert_eq!(out.status.code(), Some(2));
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let admin = format!("127.0.0.1:{}", free_port());
     let out = Command::new(BIN)
-        .args(["run", "--inbound", &addr, "--admin", &admin])
+        .args(["run", "--inbound", &addr, "--admin", "127.0.0.1:0"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
 }
 
-fn wait_for_port(addr: SocketAddr) {
-    let start = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        assert!(start.elapsed() < PATIENCE, "{addr} did not open");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// `sidetrace run` on port 0 in front of `upstream`, with the given drain delay.
+fn proxy(upstream: &str, drain_delay: &str) -> (Process, Ready) {
+    let mut proxy = Process::spawn(
+        Command::new(BIN)
+            .args(["run", "--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(["--upstream", upstream])
+            .env("SIDETRACE_DRAIN_DELAY", drain_delay),
+    );
+    let ready = proxy.ready();
+    (proxy, ready)
 }
 
 #[test]
 fn sigterm_drains_in_flight_requests_and_exits_0() {
-    let app: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let inbound: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut echo = Command::new(BIN)
-        .args(["echo", "--listen", &app.to_string()])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut proxy = Command::new(BIN)
-        .args([
-            "run",
-            "--inbound",
-            &inbound.to_string(),
-            "--admin",
-            &admin.to_string(),
-        ])
-        .arg("--upstream")
-        .arg(format!("http://{app}"))
-        // The drain itself, at once: the delay before it has its own test.
-        .env("SIDETRACE_DRAIN_DELAY", "0s")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_port(app);
-    wait_for_port(inbound);
-    let mut conn = TcpStream::connect(inbound).unwrap();
+    let app = HeldUpstream::start();
+    // The drain itself, at once: the delay before it has its own test.
+    let (mut proxy, ready) = proxy(&app.url(), "0s");
+    let mut conn = TcpStream::connect(ready.inbound).unwrap();
     conn.set_read_timeout(Some(PATIENCE)).unwrap();
-    conn.write_all(b"GET /slow?delay_ms=1500 HTTP/1.1\r\nhost: app\r\n\r\n")
+    conn.write_all(b"GET /in-flight HTTP/1.1\r\nhost: app\r\n\r\n")
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let kill = Command::new("kill")
-        .args(["-TERM", &proxy.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let mut response = String::new();
-    let _ = conn.read_to_string(&mut response);
-    assert!(
-        response.starts_with("HTTP/1.1 200"),
+    // In flight: the app has it, and answers only once the drain has begun.
+    let held = app.next();
+    proxy.sigterm();
+    proxy.line_with("\"message\":\"draining\"");
+    held.answer(200, "done");
+    let response = http1::read_to_close(&mut conn).unwrap();
+    assert_eq!(
+        response.status, 200,
         "in-flight request completed: {response:?}"
     );
-    assert!(
-        response.to_lowercase().contains("connection: close"),
-        "{response:?}"
-    );
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = proxy.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            start.elapsed() < PATIENCE,
-            "proxy did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(0));
-    let logs: Vec<serde_json::Value> = BufReader::new(proxy.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str(&l).ok())
-        .collect();
-    assert!(
-        logs.iter()
-            .any(|l| l["fields"]["message"] == "draining" || l["message"] == "draining"),
-        "JSON logs mention the drain: {logs:?}"
-    );
-    let _ = echo.kill();
-    let _ = echo.wait();
+    assert_eq!(response.header("connection"), Some("close"), "{response:?}");
+    assert_eq!(response.text(), "done");
+    assert_eq!(proxy.wait_exit().code(), Some(0));
 }
 
-/// One request on a new connection: the status line, or the error.
-fn get(addr: SocketAddr, path: &str) -> Result<String, std::io::Error> {
-    let mut conn = TcpStream::connect_timeout(&addr, PATIENCE)?;
-    conn.set_read_timeout(Some(PATIENCE))?;
-    write!(
-        conn,
-        "GET {path} HTTP/1.1\r\nhost: app\r\nconnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    conn.read_to_string(&mut response)?;
-    Ok(response.lines().next().unwrap_or_default().to_string())
+/// The proxy in front of the echo app, with the given drain delay.
+fn proxy_with_delay(delay: &str) -> (Process, Process, Ready) {
+    let (echo, app) = Process::echo(BIN);
+    let (proxy, ready) = proxy(&format!("http://{app}"), delay);
+    assert_eq!(get(ready.admin, "/ready").unwrap().status, 200);
+    (proxy, echo, ready)
 }
 
-fn sigterm(pid: u32) {
-    let kill = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-}
-
-fn wait_exit(proxy: &mut std::process::Child) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = proxy.try_wait().unwrap() {
-            return status;
-        }
-        assert!(start.elapsed() < PATIENCE, "proxy did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Proxy and echo app on free ports; the proxy with the given drain delay.
-fn proxy_with_delay(
-    delay: &str,
-) -> (
-    std::process::Child,
-    std::process::Child,
-    SocketAddr,
-    SocketAddr,
-) {
-    let app: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let inbound: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let echo = Command::new(BIN)
-        .args(["echo", "--listen", &app.to_string()])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let proxy = Command::new(BIN)
-        .args(["run", "--inbound", &inbound.to_string()])
-        .args(["--admin", &admin.to_string()])
-        .arg("--upstream")
-        .arg(format!("http://{app}"))
-        .env("SIDETRACE_DRAIN_DELAY", delay)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(app);
-    wait_for_port(inbound);
-    let start = Instant::now();
-    while !get(admin, "/ready").is_ok_and(|s| s.contains(" 200")) {
-        assert!(start.elapsed() < PATIENCE, "proxy did not become ready");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (proxy, echo, inbound, admin)
+/// Waits for the line `run` writes when a signal has made it not ready.
+fn signalled(proxy: &mut Process) {
+    proxy.line_with("signal received, not ready");
 }
 
 #[test]
 fn after_sigterm_new_clients_are_served_while_ready_reports_503() {
-    let (mut proxy, mut echo, inbound, admin) = proxy_with_delay("3s");
-    let signalled = Instant::now();
-    sigterm(proxy.id());
-    std::thread::sleep(Duration::from_millis(200));
+    let (mut proxy, _echo, Ready { inbound, admin, .. }) = proxy_with_delay("3s");
+    let sent = Instant::now();
+    proxy.sigterm();
+    signalled(&mut proxy);
     let ready = get(admin, "/ready").unwrap();
-    assert!(ready.contains(" 503"), "/ready after SIGTERM: {ready}");
+    assert_eq!(ready.status, 503, "/ready after SIGTERM: {ready:?}");
     // Clients that still pick this pod in the first seconds: new connections, served.
     for _ in 0..4 {
         let status = get(inbound, "/").unwrap();
-        assert!(
-            status.starts_with("HTTP/1.1 200"),
-            "during the delay: {status}"
-        );
-        assert!(proxy.try_wait().unwrap().is_none(), "still running");
+        assert_eq!(status.status, 200, "during the delay: {status:?}");
+        assert!(proxy.is_running(), "still running");
+        // Spread over the delay: clients keep coming for a while, not at once.
         std::thread::sleep(Duration::from_millis(400));
     }
     assert!(
-        signalled.elapsed() < Duration::from_secs(3),
+        sent.elapsed() < Duration::from_secs(3),
         "the checks ran inside the delay"
     );
-    let status = wait_exit(&mut proxy);
+    let status = proxy.wait_exit();
     assert_eq!(status.code(), Some(0));
     assert!(
-        signalled.elapsed() >= Duration::from_secs(3),
+        sent.elapsed() >= Duration::from_secs(3),
         "exited before the drain delay ended"
     );
     assert!(
         get(inbound, "/").is_err(),
         "listener closed after the drain"
     );
-    let _ = echo.kill();
-    let _ = echo.wait();
 }
 
 #[test]
 fn a_second_sigterm_cuts_the_drain_delay_short() {
-    let (mut proxy, mut echo, inbound, _admin) = proxy_with_delay("10m");
-    sigterm(proxy.id());
-    std::thread::sleep(Duration::from_millis(300));
-    let status = get(inbound, "/").unwrap();
-    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
-    sigterm(proxy.id());
-    assert_eq!(wait_exit(&mut proxy).code(), Some(0));
-    let _ = echo.kill();
-    let _ = echo.wait();
+    let (mut proxy, _echo, ready) = proxy_with_delay("10m");
+    proxy.sigterm();
+    signalled(&mut proxy);
+    let status = get(ready.inbound, "/").unwrap();
+    assert_eq!(status.status, 200, "{status:?}");
+    proxy.sigterm();
+    assert_eq!(proxy.wait_exit().code(), Some(0));
 }
 
 #[test]
@@ -368,33 +255,18 @@ fn a_bad_drain_delay_is_a_config_error() {
 
 /// The `worker_threads` the runtime reports in its start-up log line.
 fn workers_reported(env: Option<&str>) -> u64 {
-    let inbound = format!("127.0.0.1:{}", free_port());
-    let admin = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(BIN);
-    cmd.args(["run", "--inbound", &inbound, "--admin", &admin])
-        .env_remove("SIDETRACE_WORKER_THREADS")
-        .stdout(Stdio::piped());
+    cmd.args(["run", "--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .env_remove("SIDETRACE_WORKER_THREADS");
     if let Some(n) = env {
         cmd.env("SIDETRACE_WORKER_THREADS", n);
     }
-    let mut proxy = cmd.spawn().unwrap();
-    let lines = BufReader::new(proxy.stdout.take().unwrap()).lines();
-    let mut found = None;
-    for line in lines.map_while(Result::ok) {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if let Some(n) = v["fields"]["worker_threads"]
-            .as_u64()
-            .or(v["worker_threads"].as_u64())
-        {
-            found = Some(n);
-            break;
-        }
-    }
-    let _ = proxy.kill();
-    let _ = proxy.wait();
-    found.expect("a log line with worker_threads")
+    let line = Process::spawn(&mut cmd).line_with("\"worker_threads\"");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    v["fields"]["worker_threads"]
+        .as_u64()
+        .or(v["worker_threads"].as_u64())
+        .unwrap_or_else(|| panic!("worker_threads in {line}"))
 }
 
 #[test]
@@ -411,20 +283,22 @@ fn run_has_two_worker_threads_unless_told_otherwise() {
     assert!(stderr.contains("SIDETRACE_WORKER_THREADS"), "{stderr}");
 }
 
+/// `demo --once`, every listener on a port of the kernel's choosing.
+const ONCE_ON_PORT_0: [&str; 8] = [
+    "demo",
+    "--once",
+    "--port",
+    "0",
+    "--app-port",
+    "0",
+    "--admin-port",
+    "0",
+];
+
 #[test]
 fn demo_sends_each_kind_of_traffic_and_exits_with_once() {
-    let ports: Vec<String> = (0..3).map(|_| free_port().to_string()).collect();
     let out = Command::new(BIN)
-        .args([
-            "demo",
-            "--once",
-            "--port",
-            &ports[0],
-            "--app-port",
-            &ports[1],
-            "--admin-port",
-            &ports[2],
-        ])
+        .args(ONCE_ON_PORT_0)
         .stderr(Stdio::inherit())
         .output()
         .unwrap();
@@ -461,7 +335,7 @@ fn demo_sends_each_kind_of_traffic_and_exits_with_once() {
         "{stdout}"
     );
     assert!(!stdout.contains("{\""), "JSON log lines: {stdout}");
-    assert!(!stdout.contains(&format!(":{}/", ports[2])), "{stdout}");
+    assert!(!stdout.contains("http://"), "{stdout}");
     assert!(stdout.contains("--once: stopped"), "{stdout}");
 }
 
@@ -486,20 +360,10 @@ fn missing_tls_files_exit_2_naming_the_field() {
 fn a_closed_stdout_is_not_a_crash() {
     // A pipe whose reader is gone, as when `| head -1` has read its line.
     let path = temp_file("closed-stdout.yaml", "{}\n");
-    let ports: Vec<String> = (0..3).map(|_| free_port().to_string()).collect();
     for args in [
         vec!["check-config", path.to_str().unwrap()],
         vec!["--help"],
-        vec![
-            "demo",
-            "--once",
-            "--port",
-            &ports[0],
-            "--app-port",
-            &ports[1],
-            "--admin-port",
-            &ports[2],
-        ],
+        ONCE_ON_PORT_0.to_vec(),
     ] {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
@@ -611,41 +475,19 @@ fn without_files_checks_a_config_rendered_for_another_machine() {
 
 #[test]
 fn text_logs_into_a_pipe_have_no_colour_codes() {
-    let inbound: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let proxy = Command::new(BIN)
-        .args([
-            "--log-format",
-            "text",
-            "run",
-            "--inbound",
-            &inbound.to_string(),
-        ])
-        .args([
-            "--admin",
-            &admin.to_string(),
-            "--upstream",
-            "http://127.0.0.1:9",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_port(inbound);
+    let mut proxy = Process::spawn(
+        Command::new(BIN)
+            .args(["--log-format", "text", "run"])
+            .args(["--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(["--upstream", "http://127.0.0.1:9"]),
+    );
+    let ready = proxy.ready();
     // A request to a dead app logs a warning or error line too.
-    let mut conn = TcpStream::connect(inbound).unwrap();
-    conn.set_read_timeout(Some(PATIENCE)).unwrap();
-    conn.write_all(b"GET / HTTP/1.1\r\nhost: app\r\nconnection: close\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    let _ = conn.read_to_string(&mut response);
-    assert!(response.starts_with("HTTP/1.1 502"), "{response}");
-    let kill = Command::new("kill")
-        .args(["-TERM", &proxy.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let out = proxy.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stdout);
+    let response = get(ready.inbound, "/").unwrap();
+    assert_eq!(response.status, 502, "{response:?}");
+    proxy.sigterm();
+    let (_, lines) = proxy.exit_and_lines();
+    let log = lines.join("\n");
     assert!(log.contains("INFO"), "{log}");
     assert!(!log.contains('\u{1b}'), "colour codes in a pipe: {log:?}");
 }
@@ -654,13 +496,12 @@ fn text_logs_into_a_pipe_have_no_colour_codes() {
 fn the_error_quoted_in_the_configuration_reference_is_the_real_one() {
     let docs =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/config.md")).unwrap();
-    let dir = std::env::temp_dir().join(format!("sidetrace-docs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("sidetrace.yaml"),
+    let dir = kit::temp_dir("docs");
+    kit::write(
+        &dir,
+        "sidetrace.yaml",
         "filters:\n  - timeout: { request: 5s, jitter: 1s }\n",
-    )
-    .unwrap();
+    );
     let out = Command::new(BIN)
         .args(["check-config", "sidetrace.yaml"])
         .current_dir(&dir)

@@ -7,43 +7,19 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
-    process::{Child, Command, Stdio},
+    io::Write,
+    net::{Ipv4Addr, SocketAddr, TcpStream},
+    process::Command,
     time::{Duration, Instant},
 };
 
+use kit::{http1::get, process::Process, PATIENCE};
+
 const BIN: &str = env!("CARGO_BIN_EXE_sidetrace");
-const PATIENCE: Duration = Duration::from_secs(20);
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn wait_for_port(addr: SocketAddr) {
-    let start = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        assert!(start.elapsed() < PATIENCE, "{addr} did not open");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Kills the child when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Setup {
-    proxy: Killed,
-    _app: Killed,
+    proxy: Process,
+    _app: Process,
     inbound: SocketAddr,
     admin: SocketAddr,
 }
@@ -51,41 +27,21 @@ struct Setup {
 /// `sidetrace echo` behind `sidetrace run` with `config`, the proxy started
 /// through `sh` so that `shell_prefix` (e.g. `ulimit -n 100;`) applies to it.
 fn start(config: &str, shell_prefix: &str) -> Setup {
-    let app = free_addr();
-    let inbound = free_addr();
-    let admin = free_addr();
-    let dir = std::env::temp_dir().join(format!(
-        "sidetrace-hostile-{}-{}",
-        std::process::id(),
-        inbound.port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("sidetrace.yaml");
-    std::fs::write(&file, config).unwrap();
-    let echo = Command::new(BIN)
-        .args(["echo", "--listen", &app.to_string()])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let echo = Killed(echo);
+    let (echo, app) = Process::echo(BIN);
+    let file = kit::write(&kit::temp_dir("hostile"), "sidetrace.yaml", config);
+    // At warn there is no ready line: the listeners are read from /proc, the
+    // admin server told from the inbound one by its loopback address.
     let script = format!(
-        "{shell_prefix} exec \"$0\" run --config {} --inbound {inbound} --admin {admin} --upstream http://{app} --log-level warn",
-        file.display()
+        "{shell_prefix} exec \"$0\" run --config {file} --inbound 127.0.0.1:0 --admin 127.0.0.2:0 --upstream http://{app} --log-level warn"
     );
-    let proxy = Command::new("sh")
-        .args(["-c", &script, BIN])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let proxy = Killed(proxy);
-    wait_for_port(app);
-    wait_for_port(inbound);
-    wait_for_port(admin);
+    let mut proxy = Process::spawn(Command::new("sh").args(["-c", &script, BIN]));
+    let listening = proxy.listening(2);
+    let on = |ip: Ipv4Addr| *listening.iter().find(|a| a.ip() == ip).unwrap();
     Setup {
+        inbound: on(Ipv4Addr::LOCALHOST),
+        admin: on(Ipv4Addr::new(127, 0, 0, 2)),
         proxy,
         _app: echo,
-        inbound,
-        admin,
     }
 }
 
@@ -105,17 +61,8 @@ fn open_fds(pid: u32) -> usize {
         .count()
 }
 
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut conn = TcpStream::connect(addr).unwrap();
-    conn.set_read_timeout(Some(PATIENCE)).unwrap();
-    write!(
-        conn,
-        "GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = conn.read_to_string(&mut out);
-    out
+fn http_get(addr: SocketAddr, path: &str) -> kit::http1::Response {
+    get(addr, path).unwrap()
 }
 
 /// An HTTP/2 frame header.
@@ -159,9 +106,9 @@ fn http2_clients_that_never_read_cost_bounded_memory() {
     // HTTP/1.1 to the app: each stream has its own upstream connection, the
     // worse case for memory.
     let setup = start("inbound: { upstream_protocol: http1 }\n", "");
-    let pid = setup.proxy.0.id();
+    let pid = setup.proxy.id();
     // Warm up so that the baseline includes the runtime's own allocations.
-    assert!(http_get(setup.inbound, "/warm?size=1048576").contains("200 OK"));
+    assert_eq!(http_get(setup.inbound, "/warm?size=1048576").status, 200);
     let baseline = status_kb(pid, "VmRSS:");
     let fds_before = open_fds(pid);
     let clients: Vec<TcpStream> = (0..4)
@@ -175,8 +122,8 @@ fn http2_clients_that_never_read_cost_bounded_memory() {
     }
     let fds_during = open_fds(pid);
     let live = http_get(setup.admin, "/live");
-    assert!(live.starts_with("HTTP/1.1 200"), "admin answers: {live:?}");
-    let metrics = http_get(setup.admin, "/metrics");
+    assert_eq!(live.status, 200, "admin answers: {live:?}");
+    let metrics = http_get(setup.admin, "/metrics").text();
     drop(clients);
     let start = Instant::now();
     while open_fds(pid) > fds_before + 2 && start.elapsed() < PATIENCE {
@@ -210,7 +157,7 @@ fn admin_answers_when_clients_take_every_connection() {
     // With 100 descriptors the proxy lowers its connection caps so that the
     // admin server keeps some; more idle clients than that must not take them all.
     let setup = start("limits: { header_read_timeout: 30s }\n", "ulimit -n 100;");
-    let pid = setup.proxy.0.id();
+    let pid = setup.proxy.id();
     let mut held = Vec::new();
     for _ in 0..400 {
         // Past the cap and the accept queue the kernel stops answering SYNs.
@@ -222,13 +169,13 @@ fn admin_answers_when_clients_take_every_connection() {
     std::thread::sleep(Duration::from_millis(500));
     let fds = open_fds(pid);
     let live = http_get(setup.admin, "/live");
-    let metrics = http_get(setup.admin, "/metrics");
+    let metrics = http_get(setup.admin, "/metrics").text();
     println!(
         "{} idle clients connected against ulimit -n 100: proxy holds {fds} descriptors, /live: {}",
         held.len(),
-        live.lines().next().unwrap_or("")
+        live.status_line()
     );
-    assert!(live.starts_with("HTTP/1.1 200"), "{live:?}");
+    assert_eq!(live.status, 200, "{live:?}");
     assert!(metrics.contains("sidetrace_connections_open"), "{metrics}");
     assert!(fds < 100, "{fds}");
     assert!(

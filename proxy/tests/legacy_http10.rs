@@ -7,126 +7,72 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    net::SocketAddr,
+    process::{Command, Stdio},
 };
 
+use kit::{http1::Conn, process::Process};
+
 const BIN: &str = env!("CARGO_BIN_EXE_sidetrace");
-const PATIENCE: Duration = Duration::from_secs(20);
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn wait_for_port(addr: SocketAddr) {
-    let start = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        assert!(start.elapsed() < PATIENCE, "{addr} did not open");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Kills the child when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `python3 -m http.server` serving a small file, and the proxy in front of
 /// it with `config`.
-fn start(config: &str) -> (Killed, Killed, SocketAddr) {
-    let dir = std::env::temp_dir().join(format!("sidetrace-http10-{}", free_addr().port()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("index.html"), "legacy app\n").unwrap();
-    let app = free_addr();
-    let python = Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            &app.port().to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 is needed for this test");
-    let python = Killed(python);
-    wait_for_port(app);
-    let config_path = dir.join("sidetrace.yaml");
-    std::fs::write(&config_path, config).unwrap();
-    let inbound = free_addr();
-    let proxy = Command::new(BIN)
-        .arg("run")
-        .arg("--config")
-        .arg(&config_path)
-        .args(["--inbound", &inbound.to_string()])
-        .args(["--upstream", &format!("http://{app}")])
-        .args(["--admin", &free_addr().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let proxy = Killed(proxy);
-    wait_for_port(inbound);
+fn start(config: &str) -> (Process, Process, SocketAddr) {
+    let dir = kit::temp_dir("http10");
+    kit::write(&dir, "index.html", "legacy app\n");
+    // Port 0, unbuffered, so that its "Serving HTTP on ... port N" line says
+    // which port it took.
+    let mut python = Process::spawn(
+        Command::new("python3")
+            .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1"])
+            .current_dir(&dir)
+            .stderr(Stdio::null()),
+    );
+    let serving = python.line_with("Serving HTTP on");
+    let port = serving
+        .split_whitespace()
+        .skip_while(|w| *w != "port")
+        .nth(1)
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("no port in {serving:?}"));
+    let config_path = kit::write(&dir, "sidetrace.yaml", config);
+    let mut proxy = Process::spawn(
+        Command::new(BIN)
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(["--upstream", &format!("http://127.0.0.1:{port}")])
+            .stderr(Stdio::null()),
+    );
+    let inbound = proxy.ready().inbound;
     (python, proxy, inbound)
-}
-
-/// Reads one response head and its `content-length` body.
-fn read_response(reader: &mut BufReader<TcpStream>) -> (String, Vec<String>, Vec<u8>) {
-    let mut status = String::new();
-    reader.read_line(&mut status).unwrap();
-    let mut headers = Vec::new();
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        let line = line.trim_end().to_string();
-        if line.is_empty() {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap();
-        }
-        headers.push(line);
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).unwrap();
-    (status.trim_end().to_string(), headers, body)
 }
 
 #[test]
 fn an_http10_app_keeps_the_clients_http11_connection_alive() {
     let (_python, _proxy, inbound) = start("{}\n");
-    let stream = TcpStream::connect(inbound).unwrap();
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    let mut reader = BufReader::new(stream);
+    let mut conn = Conn::open(inbound).unwrap();
     for i in 0..3 {
-        write!(
-            writer,
-            "GET /index.html HTTP/1.1\r\nhost: legacy\r\nx-attempt: {i}\r\n\r\n"
+        conn.send(
+            format!("GET /index.html HTTP/1.1\r\nhost: legacy\r\nx-attempt: {i}\r\n\r\n")
+                .as_bytes(),
         )
         .unwrap();
-        let (status, headers, body) = read_response(&mut reader);
-        assert_eq!(status, "HTTP/1.1 200 OK", "request {i}: {headers:?}");
+        let response = conn.read_response().unwrap();
+        assert_eq!(
+            response.status_line(),
+            "HTTP/1.1 200 OK",
+            "request {i}: {response:?}"
+        );
         assert!(
-            !headers
+            !response
+                .headers()
                 .iter()
                 .any(|h| h.to_ascii_lowercase().starts_with("connection: close")),
-            "request {i}: {headers:?}"
+            "request {i}: {response:?}"
         );
-        assert_eq!(body, b"legacy app\n", "request {i}");
+        assert_eq!(response.body, b"legacy app\n", "request {i}");
     }
 }
 

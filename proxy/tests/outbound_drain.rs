@@ -1,69 +1,50 @@
 //! The real binary's outbound listener during the drain: the app still
 //! calls out while it shuts down, so the listener serves until the app has
 //! closed its connections, or until the drain timeout ends. Writes its
-//! figures for docs/reliability.md (see integration-tests/src/report.rs).
+//! figures for docs/reliability.md (see `kit::report`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 // These tests drive real processes from plain threads; blocking is the point.
 #![allow(clippy::disallowed_methods)]
 
 use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
-    process::{Child, Command, Stdio},
+    net::SocketAddr,
+    process::Command,
     time::{Duration, Instant},
 };
 
+use kit::{
+    http1::Conn,
+    process::Process,
+    report::{record, Row},
+};
+
 const BIN: &str = env!("CARGO_BIN_EXE_sidetrace");
-const PATIENCE: Duration = Duration::from_secs(20);
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn wait_for_port(addr: SocketAddr) {
-    let start = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        assert!(start.elapsed() < PATIENCE, "{addr} did not open");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// The destination app (`sidetrace echo`), and the proxy with an outbound
 /// listener, no drain delay and a drain timeout of `drain_timeout`.
 struct Setup {
-    echo: Child,
-    proxy: Child,
+    proxy: Process,
+    _echo: Process,
     dest: SocketAddr,
     outbound: SocketAddr,
 }
 
 impl Setup {
     fn start(drain_timeout: &str) -> Self {
-        let (dest, inbound, outbound, admin) = (free_addr(), free_addr(), free_addr(), free_addr());
-        let echo = Command::new(BIN)
-            .args(["echo", "--listen", &dest.to_string()])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let proxy = Command::new(BIN)
-            .args(["run", "--inbound", &inbound.to_string()])
-            .args(["--outbound", &outbound.to_string()])
-            .args(["--admin", &admin.to_string()])
-            .args(["--upstream", &format!("http://{dest}")])
-            .env("SIDETRACE_DRAIN_DELAY", "0s")
-            .env("SIDETRACE_DRAIN_TIMEOUT", drain_timeout)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for_port(dest);
-        wait_for_port(outbound);
+        let (echo, dest) = Process::echo(BIN);
+        let mut proxy = Process::spawn(
+            Command::new(BIN)
+                .args(["run", "--inbound", "127.0.0.1:0"])
+                .args(["--outbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+                .args(["--upstream", &format!("http://{dest}")])
+                .env("SIDETRACE_DRAIN_DELAY", "0s")
+                .env("SIDETRACE_DRAIN_TIMEOUT", drain_timeout),
+        );
+        let outbound = proxy.ready().outbound.expect("an outbound listener");
         Self {
-            echo,
             proxy,
+            _echo: echo,
             dest,
             outbound,
         }
@@ -71,90 +52,29 @@ impl Setup {
 
     /// Sends SIGTERM to the proxy.
     fn sigterm(&self) {
-        let kill = Command::new("kill")
-            .args(["-TERM", &self.proxy.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(kill.success());
+        self.proxy.sigterm();
     }
 
     /// Waits for the proxy to exit; its exit code.
     fn wait_exit(&mut self) -> Option<i32> {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.proxy.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(start.elapsed() < PATIENCE, "proxy did not exit");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        for child in [&mut self.proxy, &mut self.echo] {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.proxy.wait_exit().code()
     }
 }
 
 /// An app's keep-alive connection to the outbound listener.
-struct AppConn(TcpStream);
+struct AppConn(Conn);
 
 impl AppConn {
     fn open(outbound: SocketAddr) -> Self {
-        let conn = TcpStream::connect(outbound).unwrap();
-        conn.set_read_timeout(Some(PATIENCE)).unwrap();
-        Self(conn)
+        Self(Conn::open(outbound).unwrap())
     }
 
     /// One GET to `dest` through the listener: whether it was a 200.
     fn get(&mut self, dest: SocketAddr) -> bool {
-        let sent = write!(
-            self.0,
-            "GET /slow?delay_ms=20 HTTP/1.1\r\nhost: {dest}\r\n\r\n"
-        );
-        if sent.is_err() {
-            return false;
-        }
-        // The echo app's answers carry content-length: read the head, then the body.
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match self.0.read(&mut byte) {
-                Ok(1) => head.push(byte[0]),
-                _ => return false,
-            }
-        }
-        let head = String::from_utf8_lossy(&head).to_lowercase();
-        let length = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .unwrap_or(0);
-        let mut body = vec![0u8; length];
-        self.0.read_exact(&mut body).is_ok() && head.starts_with("http/1.1 200")
+        self.0
+            .get(&dest.to_string(), "/slow?delay_ms=20")
+            .is_ok_and(|r| r.status == 200)
     }
-}
-
-/// Writes one row of the generated table in docs/reliability.md.
-fn record(key: &str, situation: &str, expected: &str, measured: &str) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/reliability");
-    let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
-    let line = format!(
-        "| {} | {} | {} |\n",
-        cell(situation),
-        cell(expected),
-        cell(measured)
-    );
-    if let Err(e) = std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::write(dir.join(format!("{key}.row")), line))
-    {
-        eprintln!("reliability figures not written: {e}");
-    }
-    eprintln!("reliability: {situation}: {measured}");
 }
 
 #[test]
@@ -206,15 +126,15 @@ fn outbound_serves_the_app_until_it_closes_its_connections_or_the_drain_timeout(
     let code_held = setup.wait_exit();
     let exit_held = signalled.elapsed();
     assert_eq!(code_held, Some(0));
-    record(
-        "11-outbound-drain",
-        "SIGTERM (real binary, drain delay 0) while the app calls out through the outbound listener in a closed loop (20 ms destination) on a keep-alive connection, plus a new connection every 5th call; the app stops 1 s later and closes; then again with an app that never closes its connection (drain timeout 2 s)",
-        "the outbound listener serves the app, on its open and on new connections, until the app has closed its connections, then the proxy exits 0; an app that never closes is cut off at the drain timeout",
-        &format!(
+    record(&Row {
+        key: "11-outbound-drain",
+        situation: "SIGTERM (real binary, drain delay 0) while the app calls out through the outbound listener in a closed loop (20 ms destination) on a keep-alive connection, plus a new connection every 5th call; the app stops 1 s later and closes; then again with an app that never closes its connection (drain timeout 2 s)",
+        expected: "the outbound listener serves the app, on its open and on new connections, until the app has closed its connections, then the proxy exits 0; an app that never closes is cut off at the drain timeout",
+        measured: format!(
             "app closes: {kept} calls on the kept connection and {fresh} on new ones after SIGTERM, all 200; exit 0 {} ms after the app closed ({} ms after SIGTERM); app never closes: {held_ok} calls answered 200 in the 1.5 s after SIGTERM, exit 0 {} ms after SIGTERM",
             exit_after_close.as_millis(),
             exit_after_term.as_millis(),
             exit_held.as_millis()
         ),
-    );
+    });
 }

@@ -31,7 +31,7 @@ use crate::{
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_flips_ready_and_lets_in_flight_requests_finish() {
-    let up = Upstream::echo().await;
+    let (up, gate) = Upstream::gated().await;
     let proxy = Proxy::builder().upstream(up.url()).run().await;
     let admin = Client::http1();
     assert_eq!(
@@ -42,14 +42,15 @@ async fn drain_flips_ready_and_lets_in_flight_requests_finish() {
     let h1 = Client::http1();
     let h2 = Client::h2c();
     let slow_h1 = tokio::spawn({
-        let url = proxy.url("/slow?delay_ms=1500");
+        let url = proxy.url("/held");
         async move { h1.get(&url).await }
     });
     let slow_h2 = tokio::spawn({
-        let url = proxy.url("/slow?delay_ms=1500");
+        let url = proxy.url("/held");
         async move { h2.get(&url).await }
     });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Both are in flight: the app holds them until the drain has begun.
+    gate.arrived(2).await;
     proxy.drain();
     crate::assert_eventually!(
         admin.get(&proxy.admin_url("/ready")).await.status == StatusCode::SERVICE_UNAVAILABLE,
@@ -59,6 +60,7 @@ async fn drain_flips_ready_and_lets_in_flight_requests_finish() {
         tokio::net::TcpStream::connect(proxy.inbound).await.is_err(),
         "the inbound listener stopped accepting"
     );
+    gate.open();
     let h1 = slow_h1.await.unwrap();
     assert_eq!(
         h1.status,

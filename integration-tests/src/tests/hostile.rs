@@ -1,8 +1,6 @@
 //! Hostile clients: each probe that once got past a limit or the framing
 //! guard, kept as a test. Raw-socket probes are one line each in [`PROBES`].
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::Full;
@@ -336,7 +334,7 @@ async fn the_service_graph_believes_only_trusted_peers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_capped_and_the_rest_shed() {
-    let up = Upstream::echo().await;
+    let (up, gate) = Upstream::gated().await;
     let proxy = Proxy::from_yaml(
         "inbound: { upstream_protocol: http1 }\nlimits:\n  upstream_max_connections: 4\n  upstream_queue_timeout: 300ms\n",
     )
@@ -346,38 +344,47 @@ async fn upstream_connections_are_capped_and_the_rest_shed() {
     // HTTP/2 in, HTTP/1.1 out: every concurrent stream on the one client
     // connection needs an upstream connection of its own.
     let client = Client::h2c();
-    let calls = (0..20).map(|_| {
-        let client = client.clone();
-        let url = proxy.url("/slow?delay_ms=1500");
-        tokio::spawn(async move {
-            let req = client
-                .request("POST", &url)
-                .body(Full::new(Bytes::from_static(b"x")))
-                .unwrap();
-            client.send(req).await.status
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let client = client.clone();
+            let url = proxy.url("/held");
+            tokio::spawn(async move {
+                let req = client
+                    .request("POST", &url)
+                    .body(Full::new(Bytes::from_static(b"x")))
+                    .unwrap();
+                client.send(req).await.status
+            })
         })
-    });
-    let during = tokio::spawn({
-        let live = proxy.admin_url("/live");
-        async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            Client::http1().get(&live).await.status
-        }
-    });
+        .collect();
+    // Every allowed upstream connection carries a request the app holds.
+    gate.arrived(4).await;
+    assert_eq!(
+        Client::http1().get(&proxy.admin_url("/live")).await.status,
+        StatusCode::OK,
+        "admin answers under load"
+    );
+    // The rest wait out the queue timeout and are shed; only then does the
+    // app answer the four it holds.
+    let metrics = proxy.admin_url("/metrics");
+    crate::assert_eventually!(
+        metric_sum(
+            &Client::http1().get(&metrics).await.text(),
+            "sidetrace_requests_shed_total",
+            &[("reason", "upstream_connections")]
+        ) == 16.0,
+        "16 requests shed"
+    );
+    gate.open();
     let mut ok = 0;
     let mut shed = 0;
-    for call in calls.collect::<Vec<_>>() {
+    for call in calls {
         match call.await.unwrap() {
             StatusCode::OK => ok += 1,
             StatusCode::SERVICE_UNAVAILABLE => shed += 1,
             other => panic!("unexpected {other}"),
         }
     }
-    assert_eq!(
-        during.await.unwrap(),
-        StatusCode::OK,
-        "admin answers under load"
-    );
     assert_eq!(ok, 4, "one request per allowed upstream connection");
     assert_eq!(shed, 16);
     let text = Client::http1()

@@ -19,7 +19,8 @@ pub struct Row<'a> {
 /// Writes the row; a failure to write is reported, never fatal to the test
 /// that measured it.
 pub fn record(row: &Row<'_>) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/reliability");
+    // The workspace's target directory, whichever crate's test is writing.
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/reliability");
     let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
     let line = format!(
         "| {} | {} | {} |\n",
