@@ -180,9 +180,11 @@ impl Upstream {
         kit::refusing_addr()
     }
 
-    /// An app (HTTP/1.1 and h2c) that holds every request until the test
-    /// opens the [`Gate`], then answers `ok`: a test knows its requests are
-    /// in flight from [`Gate::arrived`], not from a sleep.
+    /// An app (HTTP/1.1 and h2c) that holds every request to `/held` until
+    /// the test opens the [`Gate`], then answers `ok`: a test knows those
+    /// requests are in flight from [`Gate::arrived`], not from a sleep. Other
+    /// paths are load: answered after `delay_ms` with `size` bytes, as the
+    /// echo app's `/slow?delay_ms=..&size=..` is.
     pub async fn gated() -> (Self, Gate) {
         let gate = Gate {
             arrived: Arc::new(tokio::sync::Semaphore::new(0)),
@@ -201,14 +203,17 @@ impl Upstream {
                 };
                 let (count, held) = (count.clone(), held.clone());
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         count.fetch_add(1, Ordering::SeqCst);
                         let held = held.clone();
                         async move {
+                            if req.uri().path() != "/held" {
+                                return Ok::<_, Infallible>(Response::new(load(req.uri()).await));
+                            }
                             let mut open = held.open.subscribe();
                             held.arrived.add_permits(1);
                             let _ = open.wait_for(|open| *open).await;
-                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                            Ok(Response::new(Full::new(Bytes::from_static(b"ok"))))
                         }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -224,4 +229,18 @@ impl Upstream {
         };
         (up, gate)
     }
+}
+
+/// A load request's answer: `size` bytes after `delay_ms`, from the query.
+async fn load(uri: &http::Uri) -> Full<Bytes> {
+    let param = |name: &str| -> u64 {
+        uri.query()
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(param("delay_ms"))).await;
+    Full::new(Bytes::from(vec![b'x'; param("size") as usize]))
 }

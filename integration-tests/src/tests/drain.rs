@@ -26,7 +26,7 @@ use crate::{
     otlp::Otlp,
     proxy::Proxy,
     report::{record, Row},
-    upstream::Upstream,
+    upstream::{Gate, Upstream},
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,9 +170,10 @@ async fn watch_ready(url: String, stop: Arc<AtomicBool>) -> (Option<Instant>, Op
     (last_ok, first_503)
 }
 
-/// An h2c connection by hand, one slow request on it: returns the frame
-/// types received, in order, until the server closed the connection.
-async fn h2_frames_around_drain(addr: std::net::SocketAddr, path: &str) -> Vec<u8> {
+/// An h2c connection by hand, one request on it that the app holds until
+/// this connection has received GOAWAY: returns the frame types received,
+/// in order, until the server closed the connection.
+async fn h2_frames_around_drain(addr: std::net::SocketAddr, path: &str, gate: Gate) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00".to_vec();
     // HPACK: :method GET, :scheme http (static), :path and :authority literal.
@@ -196,6 +197,9 @@ async fn h2_frames_around_drain(addr: std::net::SocketAddr, path: &str) -> Vec<u
         let mut payload = vec![0; len];
         s.read_exact(&mut payload).await.unwrap();
         types.push(head[3]);
+        if head[3] == 0x07 {
+            gate.open();
+        }
         if head[3] == 0x04 && head[4] & 1 == 0 {
             // SETTINGS ACK, so the server is not left waiting for it.
             let _ = s.write_all(&[0, 0, 0, 0x04, 0x01, 0, 0, 0, 0]).await;
@@ -217,7 +221,7 @@ fn p99(all: &mut [Duration]) -> Duration {
 /// span reaches the collector before the proxy exits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_under_load_fails_no_accepted_request() {
-    let up = Upstream::echo().await;
+    let (up, gate) = Upstream::gated().await;
     let otlp = Otlp::grpc().run().await;
     let yaml = format!(
         "drain_timeout: 10s\ntracing:\n  export: {{ endpoint: {}, protocol: grpc }}\n",
@@ -247,9 +251,11 @@ async fn drain_under_load_fails_no_accepted_request() {
         )));
     }
     let ready = tokio::spawn(watch_ready(proxy.admin_url("/ready"), stop.clone()));
+    // The load runs a while before the signal.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let h2 = tokio::spawn(h2_frames_around_drain(proxy.inbound, "/slow?delay_ms=1000"));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let h2 = tokio::spawn(h2_frames_around_drain(proxy.inbound, "/held", gate.clone()));
+    // Its stream is in flight: the app holds it (until the GOAWAY came).
+    gate.arrived(1).await;
     let drained_at = Instant::now();
     proxy.sigterm(Duration::from_millis(300));
     let frames = h2.await.unwrap();
