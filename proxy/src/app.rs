@@ -120,6 +120,7 @@ pub async fn start_with(
     let routes = RouteTable::from_config(&settings.routes);
     let metrics_config = MetricsConfig {
         series_limit: settings.metrics.series_limit,
+        duration_buckets: settings.metrics.duration_buckets.as_slice().into(),
     };
     let dyn_recorder: Arc<dyn Recorder + Send + Sync> = recorder.clone();
     let graph = ServiceGraph::new(
@@ -325,6 +326,11 @@ pub async fn start_with(
     );
 
     let (trigger, drain) = drain::channel();
+    // Calls the app makes are CLIENT requests: measured as such, and as the
+    // client side of the service graph.
+    let outbound_metrics = outbound_listener
+        .as_ref()
+        .map(|_| metrics(Side::Client, Some(graph.clone())));
     let state = Arc::new(AdminState {
         prometheus: prometheus.clone(),
         config_json: Arc::new(admin::ConfigView::new(&settings)),
@@ -332,6 +338,9 @@ pub async fn start_with(
         ready: false.into(),
         drain: trigger.clone(),
         traces: pipeline.store.clone(),
+        red: std::iter::once(server_metrics.clone())
+            .chain(outbound_metrics.clone())
+            .collect(),
     });
     let (admin_stop_tx, admin_stop) = drain::channel();
     let admin_task = tokio::spawn(admin::serve(admin_listener, state.clone(), admin_stop));
@@ -421,9 +430,7 @@ pub async fn start_with(
     let outbound_task = match outbound_listener {
         Some(listener) => {
             let chain = outbound_chain.expect("built with the outbound listener");
-            // Calls the app makes are CLIENT requests: measured as such, and
-            // as the client side of the service graph.
-            let outbound_metrics = metrics(Side::Client, Some(graph.clone()));
+            let outbound_metrics = outbound_metrics.expect("made with the outbound listener");
             // The app's CONNECTs are tunnelled, never to this listener itself.
             let tunnels = TunnelOptions {
                 own: outbound.expect("bound with the outbound listener"),

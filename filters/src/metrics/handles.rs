@@ -8,8 +8,14 @@ use tokio::time::Instant;
 
 use crate::body::Outcome;
 
-use super::{cache::SeriesCache, graph::ServiceGraph, labels, names, RouteTable};
+use super::{
+    cache::SeriesCache,
+    exemplar::{Exemplar, ExemplarIndex, ExemplarSeries, Exemplars},
+    graph::ServiceGraph,
+    labels, names, RouteTable,
+};
 use crate::classify::{ErrorType, FailureCategory, GrpcCode};
+use crate::trace::{SpanId, TraceId};
 
 /// Which side of the proxy a set of metrics describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +31,20 @@ pub enum Side {
 pub struct MetricsConfig {
     /// Label sets per metric before new ones go to the overflow series.
     pub series_limit: usize,
+    /// Bucket bounds of the duration histograms, in seconds, ascending
+    /// (the recorder's; exemplars are kept per bucket of these).
+    pub duration_buckets: Arc<[f64]>,
+}
+
+impl MetricsConfig {
+    /// A limit of `series_limit` label sets, with the default
+    /// [`DURATION_BUCKETS`](super::DURATION_BUCKETS).
+    pub fn new(series_limit: usize) -> Self {
+        Self {
+            series_limit,
+            duration_buckets: super::DURATION_BUCKETS.into(),
+        }
+    }
 }
 
 /// The RED metrics of one side of one listener.
@@ -42,6 +62,8 @@ pub struct HttpMetrics {
     /// By method index; registered on first use.
     request_size: Vec<OnceLock<Histogram>>,
     graph: Option<Arc<ServiceGraph>>,
+    exemplars: ExemplarIndex,
+    duration_buckets: Arc<[f64]>,
 }
 
 /// One request being measured. Records when [`finish`](Self::finish)ed, or
@@ -62,6 +84,7 @@ pub struct RequestRecording {
 struct Series {
     duration: Histogram,
     response_size: Option<Histogram>,
+    exemplars: Option<Arc<Exemplars>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -127,7 +150,14 @@ impl HttpMetrics {
             active,
             request_size,
             graph,
+            exemplars: ExemplarIndex::default(),
+            duration_buckets: config.duration_buckets.clone(),
         })
+    }
+
+    /// Every duration series with its exemplars, for renderers.
+    pub fn exemplars(&self) -> Vec<ExemplarSeries> {
+        self.exemplars.all()
     }
 
     /// Which side these metrics describe.
@@ -219,6 +249,7 @@ impl HttpMetrics {
                         &metadata(),
                     ),
                     response_size: None,
+                    exemplars: None,
                 })
             })
             .clone()
@@ -266,6 +297,15 @@ impl HttpMetrics {
             &Key::from_parts(duration_name(self.side), labels.clone()),
             &md,
         );
+        let exemplars = Arc::new(Exemplars::new(self.duration_buckets.clone()));
+        self.exemplars.register(ExemplarSeries {
+            name: duration_name(self.side),
+            labels: labels
+                .iter()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect(),
+            exemplars: exemplars.clone(),
+        });
         let response_size = (self.side == Side::Server).then(|| {
             self.recorder
                 .register_histogram(&Key::from_parts(names::SERVER_RESPONSE_SIZE, labels), &md)
@@ -273,6 +313,7 @@ impl HttpMetrics {
         Series {
             duration,
             response_size,
+            exemplars: Some(exemplars),
         }
     }
 }
@@ -289,10 +330,17 @@ fn duration_name(side: Side) -> &'static str {
 impl RequestRecording {
     /// Records the request's outcome.
     pub fn finish(mut self, outcome: Outcome) {
-        self.record(outcome);
+        self.record(outcome, None);
     }
 
-    fn record(&mut self, outcome: Outcome) {
+    /// Records the request's outcome, and its trace and span as the
+    /// exemplar of the duration bucket it falls in (for a sampled request,
+    /// whose trace can be found).
+    pub fn finish_traced(mut self, outcome: Outcome, trace: Option<(TraceId, SpanId)>) {
+        self.record(outcome, trace);
+    }
+
+    fn record(&mut self, outcome: Outcome, trace: Option<(TraceId, SpanId)>) {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }
@@ -340,6 +388,14 @@ impl RequestRecording {
         };
         let series = self.metrics.series(key);
         series.duration.record(seconds);
+        if let (Some(exemplars), Some((trace_id, span_id))) = (&series.exemplars, trace) {
+            exemplars.offer(Exemplar {
+                trace_id,
+                span_id,
+                value: seconds,
+                unix_millis: crate::trace::span::unix_nanos() / 1_000_000,
+            });
+        }
         if let Some(size) = &series.response_size {
             size.record(outcome.response_bytes as f64);
         }
@@ -349,10 +405,13 @@ impl RequestRecording {
 impl Drop for RequestRecording {
     fn drop(&mut self) {
         if !self.finished {
-            self.record(Outcome {
-                cancelled: true,
-                ..Outcome::default()
-            });
+            self.record(
+                Outcome {
+                    cancelled: true,
+                    ..Outcome::default()
+                },
+                None,
+            );
         }
     }
 }
@@ -375,9 +434,7 @@ mod tests {
             side,
             Arc::new(recorder),
             RouteTable::new([("/api", "api")]),
-            &MetricsConfig {
-                series_limit: limit,
-            },
+            &MetricsConfig::new(limit),
             None,
         );
         (m, handle)

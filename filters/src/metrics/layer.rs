@@ -232,7 +232,7 @@ mod tests {
             Side::Server,
             Arc::new(recorder),
             RouteTable::default(),
-            &MetricsConfig { series_limit: 10 },
+            &MetricsConfig::new(10),
             None,
         );
         let svc = RedLayer::new(metrics, "http").layer(service_fn(|_req| async {

@@ -14,6 +14,7 @@
 //! series counted by `sidetrace_metric_overflow_total`.
 
 mod cache;
+pub mod exemplar;
 pub mod graph;
 mod handles;
 mod labels;

@@ -131,9 +131,6 @@ impl OnEos for SpanEnd {
             end_attributes,
         } = self;
         outcome.end(eos, bytes);
-        if let Some(recording) = inflight.recording.take() {
-            recording.finish(outcome);
-        }
         let record = &mut inflight.record;
         record.request_bytes = Some(inflight.request_bytes.get());
         if let Some(end) = end_attributes {
@@ -162,6 +159,11 @@ impl OnEos for SpanEnd {
             .tail(inflight.decision, record.failure.as_ref());
         record.sampled = decision.sampled;
         record.sampling_reason = decision.reason;
+        if let Some(recording) = inflight.recording.take() {
+            // A sampled request's trace can be found: it is the exemplar.
+            let trace = record.sampled.then_some((record.trace_id, record.span_id));
+            recording.finish_traced(outcome, trace);
+        }
         if inflight.settings.access_mode.selects(record) {
             if inflight.access_log {
                 access_log(record);

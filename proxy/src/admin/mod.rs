@@ -12,6 +12,7 @@
 pub mod access;
 pub mod config;
 pub mod help;
+pub mod openmetrics;
 mod process;
 pub mod red;
 pub mod ui;
@@ -55,6 +56,9 @@ pub struct AdminState {
     pub drain: DrainTrigger,
     /// The embedded trace store behind `/debug/traces`.
     pub traces: Arc<crate::export::TraceStore>,
+    /// The RED metrics whose duration buckets carry exemplars in the
+    /// OpenMetrics rendering of `/metrics`.
+    pub red: Vec<Arc<filters::metrics::HttpMetrics>>,
 }
 
 /// Serves the admin endpoints until the drain has finished (the admin server
@@ -107,6 +111,11 @@ fn route(state: &AdminState, req: Request<Incoming>, peer: SocketAddr) -> Respon
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
             let text = exposition(&state.prometheus);
+            if openmetrics::wanted(req.headers().get(header::ACCEPT)) {
+                let exemplars: Vec<_> = state.red.iter().flat_map(|m| m.exemplars()).collect();
+                let text = openmetrics::render(&text, &exemplars);
+                return respond(StatusCode::OK, openmetrics::CONTENT_TYPE, text);
+            }
             respond(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",

@@ -21,7 +21,7 @@ fn recorder(series_limit: usize) -> (Arc<HttpMetrics>, PrometheusHandle) {
         Side::Server,
         Arc::new(recorder),
         RouteTable::new([("/api/orders", "orders"), ("/slow", "slow")]),
-        &MetricsConfig { series_limit },
+        &MetricsConfig::new(series_limit),
         None,
     );
     (metrics, handle)
