@@ -479,7 +479,7 @@ fn text_logs_into_a_pipe_have_no_colour_codes() {
         Command::new(BIN)
             .args(["--log-format", "text", "run"])
             .args(["--inbound", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-            .args(["--upstream", "http://127.0.0.1:9"]),
+            .args(["--upstream", &format!("http://{}", kit::refusing_addr())]),
     );
     let ready = proxy.ready();
     // A request to a dead app logs a warning or error line too.
