@@ -433,3 +433,59 @@ async fn metrics_reach_a_tls_collector_with_their_own_variables() {
     proxy.shutdown();
     otlp.shutdown().await;
 }
+
+/// Reload: a bad `metrics.export` is refused like any bad file; a good
+/// change is taken for the rest of the file, but the push keeps going to
+/// the collector it started with (a restart moves it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_checks_metrics_export_and_leaves_the_push_running() {
+    let dir = temp_dir("metrics-reload");
+    let path = dir.join("sidetrace.yaml");
+    let up = Upstream::echo().await;
+    let otlp = Otlp::http().run().await;
+    let other = Otlp::http().run().await;
+    let yaml = |endpoint: &str, interval: &str| {
+        format!("metrics:\n  export: {{ endpoint: {endpoint}, interval: {interval} }}\n")
+    };
+    let proxy = Proxy::from_yaml(&yaml(&otlp.endpoint(), "100ms"))
+        .config_file(&path)
+        .upstream(up.url())
+        .run()
+        .await;
+    let reloads = |text: &str, result: &str| {
+        metric_sum(
+            text,
+            "sidetrace_config_reloads_total",
+            &[("result", result)],
+        )
+    };
+    std::fs::write(&path, yaml(&otlp.endpoint(), "0s")).unwrap();
+    let mut text: String;
+    assert_eventually!(
+        {
+            text = metrics(&proxy).await;
+            reloads(&text, "failure") >= 1.0
+        },
+        "the bad interval is a failed reload: {text}"
+    );
+    std::fs::write(&path, yaml(&other.endpoint(), "100ms")).unwrap();
+    assert_eventually!(
+        {
+            text = metrics(&proxy).await;
+            reloads(&text, "success") >= 1.0
+        },
+        "the good file is taken: {text}"
+    );
+    assert_eq!(
+        Client::http1().get(&proxy.url("/after")).await.status,
+        StatusCode::OK
+    );
+    otlp.wait_for_metrics("pushes to the first collector after the reload", |p| {
+        p.iter().any(|p| pushed_count(p) == 1)
+    })
+    .await;
+    proxy.shutdown();
+    assert!(other.metric_pushes().is_empty(), "a restart moves the push");
+    otlp.shutdown().await;
+    other.shutdown().await;
+}

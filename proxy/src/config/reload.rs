@@ -122,6 +122,10 @@ impl Reloader {
             .map_err(|e| ConfigError::invalid(e.field, e.message).in_file(&self.path))?;
         // Routes need a restart (they name metric series), so the running ones stay.
         file.logs.validate().map_err(|e| e.in_file(&self.path))?;
+        file.metrics
+            .export
+            .validate()
+            .map_err(|e| e.in_file(&self.path))?;
         let trace_settings = crate::stack::trace_settings(
             &tracing,
             &current.routes,
@@ -144,6 +148,9 @@ impl Reloader {
         }
         if file.logs.export != current.logs.export {
             tracing::warn!("logs.export changes take effect on restart");
+        }
+        if file.metrics.export != current.metrics.export {
+            tracing::warn!("metrics.export changes take effect on restart");
         }
         let restart_needed = file.inbound.listen.is_some_and(|l| l != current.inbound)
             || file.admin.listen.is_some_and(|l| l != current.admin)
