@@ -7,7 +7,13 @@
 Writes red-overview.json, slo.json, service-graph.json and self-health.json next to this file.
 The chart ships them as ConfigMaps for the Grafana sidecar (templates/dashboards.yaml), replacing
 ENV_TOKEN with the release's `environment`: it becomes part of each uid and title (one dashboard
-per environment) and the default of the `environment` variable (dev / staging / prod).
+per environment) and the default of the `environment` variable (dev / staging / prod). The
+environment's row of `dashboards.environments` fills the other tokens: REFRESH_TOKEN (30s / 15s /
+5s), DATASOURCE_TOKEN (the default of the Prometheus datasource variable: prom-dev / prom-staging /
+prom-prod) and P95_TOKEN (the p95 threshold line, 0.2 / 0.15 / 0.1 seconds).
+
+Latency panels ask for exemplars: with exemplar storage on, Grafana marks the trace of a request in
+the bucket it fell in, linked through the Prometheus datasource's exemplar link to Tempo or Jaeger.
 
 Every query filters on the labels the chart's PodMonitor/ServiceMonitor relabelings add
 (environment, namespace, service) and uses only metrics of DESIGN section 6 or the chart's SLO
@@ -23,6 +29,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ENV_TOKEN = "__SIDETRACE_ENVIRONMENT__"
+REFRESH_TOKEN = "__SIDETRACE_REFRESH__"
+DATASOURCE_TOKEN = "__SIDETRACE_DATASOURCE__"
+# A number in the rendered JSON: the chart replaces it with its quotes.
+P95_TOKEN = "__SIDETRACE_P95_SECONDS__"
 ENVIRONMENTS = ["dev", "staging", "prod"]
 DS = {"type": "prometheus", "uid": "${datasource}"}
 
@@ -104,7 +114,8 @@ def variables(extra: list[dict] | None = None) -> list[dict]:
     env_options = [{"text": e, "value": e, "selected": False} for e in ENVIRONMENTS]
     out = [
         {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
-         "current": {}, "hide": 0, "refresh": 1},
+         "current": {"selected": True, "text": DATASOURCE_TOKEN, "value": DATASOURCE_TOKEN},
+         "hide": 0, "refresh": 1},
         {"name": "environment", "label": "Environment", "type": "custom", "query": ",".join(ENVIRONMENTS),
          "options": env_options, "current": {"selected": True, "text": ENV_TOKEN, "value": ENV_TOKEN},
          "hide": 0, "multi": False, "includeAll": False},
@@ -128,7 +139,7 @@ def dashboard(slug: str, title: str, description: str, layout: Layout, extra_var
         "graphTooltip": 1,
         "schemaVersion": 39,
         "version": 1,
-        "refresh": "30s",
+        "refresh": REFRESH_TOKEN,
         "time": {"from": time_from, "to": "now"},
         "templating": {"list": variables(extra_vars)},
         "annotations": {"list": []},
@@ -171,10 +182,16 @@ def red_overview() -> dict:
         target(f'sum by (service) (rate({REQ}_count{{{FR},failure_category=~"NETWORK|INTERNAL"}}[{RI}])) '
                f"/ sum by (service) (rate({REQ}_count{{{FR}}}[{RI}]))", "{{service}}")], "percentunit"))
     lay.row("Latency by route")
+    lay.add(timeseries("p95 by route against the environment's threshold", [
+        target(f"histogram_quantile(0.95, sum by (http_route, le) (rate({REQ}_bucket{{{FR}}}[{RI}])))",
+               "{{http_route}}", exemplar=True)], "s",
+        description="The red line is this environment's p95 objective. Dots are exemplars: a sampled "
+                    "request in that latency bucket, linked to its trace.",
+        thresholds=[("green", None), ("red", P95_TOKEN)]), w=24)
     for q in ("0.5", "0.9", "0.99"):
         lay.add(timeseries(f"p{int(float(q) * 100)} by route", [
             target(f"histogram_quantile({q}, sum by (http_route, le) (rate({REQ}_bucket{{{FR}}}[{RI}])))",
-                   "{{http_route}}")], "s"), w=8)
+                   "{{http_route}}", exemplar=True)], "s"), w=8)
     lay.row("Upstream and payloads")
     lay.add(timeseries("Upstream p99 by server address (client side of the hop)", [
         target("histogram_quantile(0.99, sum by (server_address, le) "

@@ -140,7 +140,37 @@ def test_configmaps_per_environment(env):
         dash = json.loads(text)
         assert dash["uid"].endswith(f"-{env}") and len(dash["uid"]) <= 40
         assert f"({env})" in dash["title"]
-        env_var = {v["name"]: v for v in dash["templating"]["list"]}["environment"]
-        assert env_var["current"]["value"] == env
+        variables = {v["name"]: v for v in dash["templating"]["list"]}
+        assert variables["environment"]["current"]["value"] == env
+        # The environment's row: refresh, datasource default, p95 threshold line.
+        want_refresh, want_p95 = {"dev": ("30s", 0.2), "staging": ("15s", 0.15), "prod": ("5s", 0.1)}[env]
+        assert dash["refresh"] == want_refresh
+        assert variables["datasource"]["current"]["value"] == f"prom-{env}"
+        assert "__SIDETRACE_" not in text
+        if key.endswith(f"-red-overview-{env}.json"):
+            (p95,) = [p for p in panels(dash) if p["title"].startswith("p95 by route")]
+            steps = p95["fieldConfig"]["defaults"]["thresholds"]["steps"]
+            assert steps[-1] == {"color": "red", "value": want_p95}
         uids.add(dash["uid"])
     assert len(uids) == len(FILES)
+
+
+def test_latency_panels_ask_for_exemplars():
+    red = load("red-overview.json")
+    latency = [p for p in panels(red)
+               if p["type"] == "timeseries" and p["title"].startswith(("p50", "p90", "p95", "p99"))]
+    assert len(latency) == 4
+    for p in latency:
+        assert all(t.get("exemplar") is True for t in p["targets"]), p["title"]
+
+
+def test_environment_settings_can_be_overridden():
+    objs = objects(render({"environment": "staging",
+                           "dashboards": {"environments": {"staging": {"refresh": "1m", "datasource": "thanos",
+                                                                       "p95ThresholdMs": 250}}}}))
+    (cm,) = [o for o in by_kind(objs, "ConfigMap") if "-dashboard-red-overview-" in o["metadata"]["name"]]
+    dash = json.loads(next(iter(cm["data"].values())))
+    assert dash["refresh"] == "1m"
+    assert {v["name"]: v for v in dash["templating"]["list"]}["datasource"]["current"]["value"] == "thanos"
+    (p95,) = [p for p in panels(dash) if p["title"].startswith("p95 by route")]
+    assert p95["fieldConfig"]["defaults"]["thresholds"]["steps"][-1]["value"] == 0.25
