@@ -151,60 +151,71 @@ fn lowmemory_keeps_observed_counters_cumulative() {
     }
 }
 
-/// The time to render, parse, convert and encode one push of a proxy's
-/// default series (the recorder after a few hundred requests over a few
-/// routes and statuses). Prints the figure; `cargo test --release -p
-/// sidetrace cost_of_one_push -- --ignored --nocapture`.
+/// The time to render, parse, convert and encode one push: the recorder
+/// after requests over a few routes, statuses and methods (32 duration
+/// series), then 512 and 2000 (the default `metrics.series_limit`).
+/// Prints the figures; `cargo test --release -p sidetrace --lib
+/// cost_of_one_push -- --ignored --nocapture`.
 #[test]
 #[ignore = "a measurement, not a check"]
 fn cost_of_one_push() {
     use metrics::{Key, Label, Metadata, Recorder};
     use prost::Message;
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full(
-                filters::metrics::names::SERVER_DURATION.to_string(),
-            ),
-            filters::metrics::DURATION_BUCKETS,
-        )
-        .unwrap()
-        .build_recorder();
-    crate::admin::help::describe(&recorder);
-    let md = Metadata::new("t", metrics::Level::INFO, None);
-    for route in ["a", "b", "c", "d"] {
-        for status in ["200", "404", "500", "503"] {
-            for method in ["GET", "POST"] {
-                let key = Key::from_parts(
-                    filters::metrics::names::SERVER_DURATION,
-                    vec![
-                        Label::new("http_request_method", method),
-                        Label::new("http_response_status_code", status),
-                        Label::new("http_route", route),
-                        Label::new("url_scheme", "http"),
-                        Label::new("network_protocol_version", "1.1"),
-                    ],
-                );
-                let h = recorder.register_histogram(&key, &md);
-                for i in 0..20 {
-                    h.record(f64::from(i) / 100.0);
+    for routes in [4, 64, 250] {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(
+                    filters::metrics::names::SERVER_DURATION.to_string(),
+                ),
+                filters::metrics::DURATION_BUCKETS,
+            )
+            .unwrap()
+            .build_recorder();
+        crate::admin::help::describe(&recorder);
+        let md = Metadata::new("t", metrics::Level::INFO, None);
+        for route in 0..routes {
+            for status in ["200", "404", "500", "503"] {
+                for method in ["GET", "POST"] {
+                    let key = Key::from_parts(
+                        filters::metrics::names::SERVER_DURATION,
+                        vec![
+                            Label::new("http_request_method", method),
+                            Label::new("http_response_status_code", status),
+                            Label::new("http_route", format!("route-{route}")),
+                            Label::new("url_scheme", "http"),
+                            Label::new("network_protocol_version", "1.1"),
+                        ],
+                    );
+                    let h = recorder.register_histogram(&key, &md);
+                    for i in 0..20 {
+                        h.record(f64::from(i) / 100.0);
+                    }
                 }
             }
         }
+        let handle = recorder.handle();
+        for temporality in [Temporality::Cumulative, Temporality::Delta] {
+            let mut c = Converter::new(&resource(), temporality, 0);
+            let n = 50;
+            let start = std::time::Instant::now();
+            let (mut bytes, mut points) = (0, 0);
+            for i in 0..n {
+                let text = crate::admin::exposition(&handle);
+                let p = c.prepare(&parse(&text), i + 1);
+                points = p.points;
+                bytes = p.request.encode_to_vec().len();
+                c.commit(p);
+            }
+            let per = start.elapsed() / n as u32;
+            let t = std::time::Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(crate::admin::exposition(&handle));
+            }
+            let render = t.elapsed() / n as u32;
+            println!(
+                "{} duration series, {temporality:?}: {points} points, {bytes} bytes, {per:?} per push, of which {render:?} the /metrics rendering",
+                routes * 8
+            );
+        }
     }
-    let handle = recorder.handle();
-    let c = Converter::new(&resource(), Temporality::Cumulative, 0);
-    let n = 200;
-    let start = std::time::Instant::now();
-    let mut bytes = 0;
-    let mut points = 0;
-    for _ in 0..n {
-        let text = crate::admin::exposition(&handle);
-        let p = c.prepare(&parse(&text), 1);
-        points = p.points;
-        bytes = p.request.encode_to_vec().len();
-    }
-    let per = start.elapsed() / n;
-    println!(
-        "one push: {points} points, {bytes} bytes, {per:?} to render, parse, convert and encode"
-    );
 }
