@@ -191,16 +191,24 @@ impl Task {
         // The first push after one interval: at start every value is 0.
         let mut tick = tokio::time::interval_at(Instant::now() + self.interval, self.interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // A handle dropped without `shutdown` (a start that failed after
+        // this one) stops the task without a last push.
         let ack = loop {
             tokio::select! {
                 biased;
-                ack = &mut stop => break ack.ok(),
+                ack = &mut stop => match ack {
+                    Ok(ack) => break ack,
+                    Err(_) => return,
+                },
                 _ = tick.tick() => {
                     // A push still retrying when the drain starts gives way
                     // to the last one, which carries newer values.
                     tokio::select! {
                         biased;
-                        ack = &mut stop => break ack.ok(),
+                        ack = &mut stop => match ack {
+                            Ok(ack) => break ack,
+                            Err(_) => return,
+                        },
                         _ = self.push() => {}
                     }
                 }
@@ -210,9 +218,7 @@ impl Task {
         if !ok {
             dropped.increment(self.in_hand.load(Ordering::Relaxed) as u64);
         }
-        if let Some(ack) = ack {
-            let _ = ack.send(ok);
-        }
+        let _ = ack.send(ok);
     }
 
     /// One push; whether the collector took it.
