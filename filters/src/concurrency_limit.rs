@@ -50,6 +50,7 @@ pub struct ConcurrencyLimit<S> {
 struct State {
     in_flight: AtomicUsize,
     max: usize,
+    shed: metrics::Counter,
 }
 
 /// One request's place in the limit; given back on drop.
@@ -97,14 +98,18 @@ impl Filter for ConcurrencyLimitConfig {
         Ok(())
     }
 
-    fn layer(&self, _: &BuildContext) -> Result<HttpLayer, ConfigError> {
+    fn layer(&self, cx: &BuildContext) -> Result<HttpLayer, ConfigError> {
         self.validate()?;
         // The chain carries one body type, so the permit-holding body is boxed
         // again: one allocation per response, the price of counting streams.
         let rebox: fn(http::Response<ResponseBody<crate::HttpBody>>) -> crate::Response =
             |res| res.map(BodyExt::boxed_unsync);
         Ok(HttpLayer::new(Stack::new(
-            ConcurrencyLimitLayer::new(self.max),
+            ConcurrencyLimitLayer::counting(
+                self.max,
+                cx.metrics
+                    .counter(crate::filter_metrics::CONCURRENCY_REJECTED),
+            ),
             MapResponseLayer::new(rebox),
         )))
     }
@@ -115,10 +120,16 @@ impl Filter for ConcurrencyLimitConfig {
 impl ConcurrencyLimitLayer {
     /// A layer admitting at most `max` requests at once (clamped to at least 1).
     pub fn new(max: usize) -> Self {
+        Self::counting(max, metrics::Counter::noop())
+    }
+
+    /// [`new`](Self::new), counting the requests it sheds in `shed`.
+    pub fn counting(max: usize, shed: metrics::Counter) -> Self {
         Self {
             state: Arc::new(State {
                 in_flight: AtomicUsize::new(0),
                 max: max.max(1),
+                shed,
             }),
         }
     }
@@ -172,6 +183,7 @@ where
                 fut: self.inner.call(req),
             }
         } else {
+            state.shed.increment(1);
             Kind::Shed { max: state.max }
         };
         ResponseFuture { kind }

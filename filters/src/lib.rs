@@ -18,6 +18,7 @@ pub mod classify;
 pub mod concurrency_limit;
 pub mod connection;
 pub mod duration;
+pub mod filter_metrics;
 pub mod headers;
 pub mod metrics;
 pub mod rate_limit;

@@ -58,6 +58,7 @@ struct Bucket {
     interval_ns: u64,
     tolerance_ns: u64,
     per_second: u32,
+    limited: metrics::Counter,
 }
 
 pin_project! {
@@ -103,11 +104,12 @@ impl Filter for RateLimitConfig {
         Ok(())
     }
 
-    fn layer(&self, _: &BuildContext) -> Result<HttpLayer, ConfigError> {
+    fn layer(&self, cx: &BuildContext) -> Result<HttpLayer, ConfigError> {
         self.validate()?;
-        Ok(HttpLayer::new(RateLimitLayer::new(
+        Ok(HttpLayer::new(RateLimitLayer::counting(
             self.per_second,
             self.burst(),
+            cx.metrics.counter(crate::filter_metrics::RATE_LIMITED),
         )))
     }
 }
@@ -118,6 +120,11 @@ impl RateLimitLayer {
     /// A layer admitting `per_second` requests per second with bursts of
     /// up to `burst`. Both are clamped to at least 1.
     pub fn new(per_second: u32, burst: u32) -> Self {
+        Self::counting(per_second, burst, metrics::Counter::noop())
+    }
+
+    /// [`new`](Self::new), counting the requests it turns away in `limited`.
+    pub fn counting(per_second: u32, burst: u32, limited: metrics::Counter) -> Self {
         let per_second = per_second.max(1);
         let interval_ns = 1_000_000_000 / u64::from(per_second);
         Self {
@@ -127,6 +134,7 @@ impl RateLimitLayer {
                 interval_ns,
                 tolerance_ns: interval_ns.saturating_mul(u64::from(burst.max(1))),
                 per_second,
+                limited,
             }),
         }
     }
@@ -190,6 +198,7 @@ where
                 fut: self.inner.call(req),
             }
         } else {
+            self.bucket.limited.increment(1);
             Kind::Limited {
                 per_second: self.bucket.per_second,
             }

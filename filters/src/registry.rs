@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     circuit_breaker::CircuitBreakerConfig, concurrency_limit::ConcurrencyLimitConfig,
-    headers::HeadersConfig, rate_limit::RateLimitConfig, retry::RetryConfig,
-    timeout::TimeoutConfig, HttpLayer,
+    filter_metrics::FilterMetrics, headers::HeadersConfig, rate_limit::RateLimitConfig,
+    retry::RetryConfig, timeout::TimeoutConfig, HttpLayer,
 };
 
 /// A filter: a typed config that builds a layer.
@@ -55,6 +55,8 @@ pub enum FilterConfig {
 pub struct BuildContext {
     /// Where in the config this filter sits, for error messages (`filters[2]`).
     pub path: String,
+    /// Where it records what it does, labelled with this filter and its chain.
+    pub metrics: FilterMetrics,
 }
 
 /// A config value that serde accepted but the filter cannot use.
@@ -107,15 +109,28 @@ impl FilterConfig {
     }
 }
 
-/// Builds the configured chain over `inner`, first filter outermost.
+/// Builds the configured chain over `inner`, first filter outermost,
+/// recording nothing.
 pub fn build_chain(
     filters: &[FilterConfig],
     inner: crate::HttpService,
 ) -> Result<crate::HttpService, (usize, ConfigError)> {
+    build_chain_recording(filters, inner, &FilterMetrics::default())
+}
+
+/// Builds the configured chain over `inner`, first filter outermost, each
+/// filter recording what it does into `metrics` (the chain's).
+pub fn build_chain_recording(
+    filters: &[FilterConfig],
+    inner: crate::HttpService,
+    metrics: &FilterMetrics,
+) -> Result<crate::HttpService, (usize, ConfigError)> {
     let mut layers = Vec::with_capacity(filters.len());
     for (i, f) in filters.iter().enumerate() {
+        let path = format!("filters[{i}].{}", f.name());
         let cx = BuildContext {
-            path: format!("filters[{i}].{}", f.name()),
+            metrics: metrics.for_filter(&path),
+            path,
         };
         f.validate().map_err(|e| (i, e))?;
         layers.push(f.layer(&cx).map_err(|e| (i, e))?);

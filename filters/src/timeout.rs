@@ -7,6 +7,7 @@ use std::{
     time::Duration,
 };
 
+use metrics::Counter;
 use pin_project_lite::pin_project;
 use serde::{Deserialize, Serialize};
 use tokio::time::Sleep;
@@ -14,6 +15,7 @@ use tower::{Layer, Service};
 
 use crate::{
     classify::RequestTimeout,
+    filter_metrics,
     registry::{BuildContext, ConfigError, Filter},
     HttpLayer,
 };
@@ -28,9 +30,10 @@ pub struct TimeoutConfig {
 }
 
 /// Applies a [`Timeout`] to a service.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct TimeoutLayer {
     request: Duration,
+    fired: Counter,
 }
 
 /// Fails requests that take longer than the deadline.
@@ -38,6 +41,7 @@ pub struct TimeoutLayer {
 pub struct Timeout<S> {
     inner: S,
     request: Duration,
+    fired: Counter,
 }
 
 pin_project! {
@@ -48,6 +52,7 @@ pin_project! {
         #[pin]
         sleep: Sleep,
         request: Duration,
+        fired: Counter,
     }
 }
 
@@ -66,8 +71,10 @@ impl Filter for TimeoutConfig {
         Ok(())
     }
 
-    fn layer(&self, _: &BuildContext) -> Result<HttpLayer, ConfigError> {
-        Ok(HttpLayer::new(TimeoutLayer::new(self.request)))
+    fn layer(&self, cx: &BuildContext) -> Result<HttpLayer, ConfigError> {
+        Ok(HttpLayer::new(
+            TimeoutLayer::new(self.request).counting(cx.metrics.counter(filter_metrics::TIMEOUTS)),
+        ))
     }
 }
 
@@ -75,8 +82,17 @@ impl Filter for TimeoutConfig {
 
 impl TimeoutLayer {
     /// A layer with the given deadline.
-    pub const fn new(request: Duration) -> Self {
-        Self { request }
+    pub fn new(request: Duration) -> Self {
+        Self {
+            request,
+            fired: Counter::noop(),
+        }
+    }
+
+    /// Counts the requests it ends in `fired`.
+    pub fn counting(mut self, fired: Counter) -> Self {
+        self.fired = fired;
+        self
     }
 }
 
@@ -87,6 +103,7 @@ impl<S> Layer<S> for TimeoutLayer {
         Timeout {
             inner,
             request: self.request,
+            fired: self.fired.clone(),
         }
     }
 }
@@ -111,6 +128,7 @@ where
             inner: self.inner.call(req),
             sleep: tokio::time::sleep(self.request),
             request: self.request,
+            fired: self.fired.clone(),
         }
     }
 }
@@ -130,7 +148,10 @@ where
             return Poll::Ready(out.map_err(Into::into));
         }
         match this.sleep.poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(RequestTimeout(*this.request).into())),
+            Poll::Ready(()) => {
+                this.fired.increment(1);
+                Poll::Ready(Err(RequestTimeout(*this.request).into()))
+            }
             Poll::Pending => Poll::Pending,
         }
     }

@@ -5,6 +5,7 @@
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
+use filters::filter_metrics::FilterMetrics;
 use filters::metrics::{graph::ServiceGraph, names, HttpMetrics, MetricsConfig, RouteTable, Side};
 use metrics::{Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
@@ -221,10 +222,11 @@ pub async fn start_with(
             ),
         };
         let forward = Forward::new(destination, options, hop, &settings.service_name);
-        let chain = stack::configured(&settings.filters, &forward).map_err(|(i, e)| {
-            ConfigError::invalid(format!("filters[{i}].{}", e.field), e.message)
-        })?;
-        let chain = Chain::new(chain);
+        let filter_metrics = FilterMetrics::new(dyn_recorder.clone(), listener, "");
+        let chain =
+            Chain::build(&settings.filters, &forward, filter_metrics).map_err(|(i, e)| {
+                ConfigError::invalid(format!("filters[{i}].{}", e.field), e.message)
+            })?;
         chains.push((chain.clone(), forward));
         Ok(chain)
     };

@@ -6,8 +6,9 @@ use std::{convert::Infallible, sync::Arc, time::Duration};
 use arc_swap::ArcSwap;
 use filters::{
     catch_panic::CatchPanicLayer,
+    filter_metrics::FilterMetrics,
     metrics::HttpMetrics,
-    registry::{build_chain, ConfigError, FilterConfig},
+    registry::{build_chain_recording, ConfigError, FilterConfig},
     trace::{
         hooks::SpanHooks, propagation::custom::DynPropagator, RouteConfig, TraceLayer,
         TraceMetrics, TraceSettings, TracingConfig,
@@ -31,7 +32,10 @@ use crate::{
 
 /// The configured filter chain over the forwarder, swapped whole on reload.
 #[derive(Clone)]
-pub struct Chain(Arc<ArcSwap<Configured>>);
+pub struct Chain {
+    current: Arc<ArcSwap<Configured>>,
+    metrics: FilterMetrics,
+}
 
 /// What a chain runs: the forwarder itself when no filter is configured,
 /// so the common case pays for no boxed service clone and no boxed future
@@ -43,16 +47,18 @@ pub enum Configured {
     Filters(HttpService),
 }
 
-/// Builds `filters` over `forward`: the same for start-up and reload. The
-/// error carries the failing filter's index.
-pub fn configured(
+/// Builds `filters` over `forward`, recording into `metrics`: the same for
+/// start-up and reload. The error carries the failing filter's index.
+fn configured(
     filters: &[FilterConfig],
     forward: &Forward,
+    metrics: &FilterMetrics,
 ) -> Result<Configured, (usize, ConfigError)> {
     if filters.is_empty() {
         return Ok(Configured::Forward(forward.clone()));
     }
-    build_chain(filters, BoxCloneSyncService::new(forward.clone())).map(Configured::Filters)
+    build_chain_recording(filters, BoxCloneSyncService::new(forward.clone()), metrics)
+        .map(Configured::Filters)
 }
 
 /// Builds a listener's stack.
@@ -141,14 +147,32 @@ pub fn trace_settings(
 // === impl Chain ===
 
 impl Chain {
-    /// A chain serving `service`.
-    pub fn new(service: Configured) -> Self {
-        Self(Arc::new(ArcSwap::from_pointee(service)))
+    /// The chain of `filters` over `forward`, its filters recording into
+    /// `metrics`. The error carries the failing filter's index.
+    pub fn build(
+        filters: &[FilterConfig],
+        forward: &Forward,
+        metrics: FilterMetrics,
+    ) -> Result<Self, (usize, ConfigError)> {
+        let current = configured(filters, forward, &metrics)?;
+        Ok(Self {
+            current: Arc::new(ArcSwap::from_pointee(current)),
+            metrics,
+        })
+    }
+
+    /// `filters` over `forward` built as this chain's, ready to [`swap`](Self::swap) in.
+    pub fn rebuild(
+        &self,
+        filters: &[FilterConfig],
+        forward: &Forward,
+    ) -> Result<Configured, (usize, ConfigError)> {
+        configured(filters, forward, &self.metrics)
     }
 
     /// Replaces the chain; requests in flight finish on the old one.
     pub fn swap(&self, service: Configured) {
-        self.0.store(Arc::new(service));
+        self.current.store(Arc::new(service));
     }
 }
 
@@ -170,7 +194,7 @@ impl Service<Request<HttpBody>> for Chain {
     }
 
     fn call(&mut self, req: Request<HttpBody>) -> Self::Future {
-        match &**self.0.load() {
+        match &**self.current.load() {
             // Always ready (see `Forward::poll_ready`).
             Configured::Forward(forward) => Either::Left(forward.clone().call(req)),
             Configured::Filters(service) => Either::Right(service.clone().oneshot(req)),

@@ -296,6 +296,24 @@ def self_health() -> dict:
         target(f"sum by (pod) (rate(sidetrace_export_errors_total{{{F}}}[{RI}]))", "{{pod}}")], "short"))
     lay.add(timeseries("Metric series overflow/s (cardinality guard)", [
         target(f"sum by (pod) (rate(sidetrace_metric_overflow_total{{{F}}}[{RI}]))", "{{pod}}")], "short"))
+    lay.row("Filters (timeouts, limits, retries, circuit breakers)")
+    lay.add(timeseries("Requests the filters acted on /s", [
+        target(f"sum by (filter) (rate(sidetrace_filter_timeouts_total{{{F}}}[{RI}]))", "timeout {{filter}}",
+               ref="A"),
+        target(f"sum by (filter) (rate(sidetrace_filter_rate_limited_total{{{F}}}[{RI}]))", "429 {{filter}}",
+               ref="B"),
+        target(f"sum by (filter) (rate(sidetrace_filter_concurrency_rejected_total{{{F}}}[{RI}]))",
+               "shed {{filter}}", ref="C"),
+        target(f"sum by (filter) (rate(sidetrace_filter_circuit_breaker_rejected_total{{{F}}}[{RI}]))",
+               "breaker open {{filter}}", ref="D")], "reqps"), w=8)
+    lay.add(timeseries("Retries /s, and retries the budget refused", [
+        target(f"sum by (filter) (rate(sidetrace_filter_retry_attempts_total{{{F}}}[{RI}]))", "sent {{filter}}",
+               ref="A"),
+        target(f"sum by (filter) (rate(sidetrace_filter_retry_budget_exhausted_total{{{F}}}[{RI}]))",
+               "refused {{filter}}", ref="B")], "short"), w=8)
+    lay.add(timeseries("Circuit breakers open (2), probing (1), closed (0)", [
+        target(f"max by (pod, filter) (sidetrace_filter_circuit_breaker_state{{{F}}})", "{{pod}} {{filter}}")],
+        "short", thresholds=[("green", None), ("orange", 1), ("red", 2)]), w=8)
     lay.row("Process")
     lay.add(timeseries("Open connections", [
         target(f"sum by (pod) (sidetrace_connections_open{{{F}}})", "{{pod}}")], "short"), w=8)

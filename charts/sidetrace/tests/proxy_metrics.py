@@ -35,11 +35,23 @@ GAUGES = {
 PROCESS = {"process_resident_memory_bytes", "process_cpu_seconds_total"}
 
 FAMILIES = HISTOGRAMS | COUNTERS | GAUGES | PROCESS
+# Beyond DESIGN section 6: what the configured filters do (docs/metrics.md, "Filter metrics"); they
+# exist once a chain has the filter, so the rules never depend on them.
+FILTERS = {
+    "sidetrace_filter_timeouts_total",
+    "sidetrace_filter_rate_limited_total",
+    "sidetrace_filter_concurrency_rejected_total",
+    "sidetrace_filter_retry_attempts_total",
+    "sidetrace_filter_retry_budget_exhausted_total",
+    "sidetrace_filter_circuit_breaker_state",
+    "sidetrace_filter_circuit_breaker_transitions_total",
+    "sidetrace_filter_circuit_breaker_rejected_total",
+}
 
 
 def series_names() -> set[str]:
     """Every sample name the proxy exposes (histograms as _bucket, _count, _sum)."""
-    names = set(COUNTERS | GAUGES | PROCESS)
+    names = set(COUNTERS | GAUGES | PROCESS | FILTERS)
     for h in HISTOGRAMS:
         names |= {f"{h}_bucket", f"{h}_count", f"{h}_sum"}
     return names

@@ -24,7 +24,7 @@ import yaml
 
 from conftest import CASES, CI, NAMESPACE, REPO, by_kind, objects, render, render_case, run, tool
 from live import PATIENCE, free_port, http_get, prom_query, stop, wait_until
-from proxy_metrics import family_of, metric_names, series_names
+from proxy_metrics import FILTERS, family_of, metric_names, series_names
 from test_dashboards import FILES as DASHBOARD_FILES, expressions, load as load_dashboard, substitute
 
 SERVICE = "checkout"
@@ -251,9 +251,25 @@ def test_latency_sli_bucket_is_emitted(stack):
         'the latency SLI needs the le="0.25" bucket of http_server_request_duration_seconds'
 
 
-def test_every_metric_the_dashboards_use_is_emitted(stack):
+# The filter a filter metric belongs to: its series exist once a chain has that filter.
+FILTER_OF = {"timeouts": "timeout", "rate_limited": "rate_limit", "concurrency_rejected": "concurrency_limit",
+             "retry": "retry", "circuit_breaker": "circuit_breaker"}
+
+
+def filter_of(metric: str) -> str | None:
+    rest = metric.removeprefix("sidetrace_filter_")
+    if rest == metric:
+        return None
+    return next(f for prefix, f in FILTER_OF.items() if rest.startswith(prefix))
+
+
+def test_every_metric_the_dashboards_use_is_emitted(stack, rendered):
     status, text = http_get(f"{stack['admin']}/metrics")
     exposed = {family_of(n) for n in exposed_names(text)}
+    configured = {name for f in (yaml.safe_load(config_of(rendered)) or {}).get("filters") or [] for name in f}
+    # A filter's metrics are emitted when the chain has it: the chart's config is checked for the
+    # filters it configures, and every filter metric is checked by name against the proxy's own tests.
+    exposed |= {m for m in FILTERS if filter_of(m) not in configured}
     used = set()
     for name in DASHBOARD_FILES:
         for _, expr in expressions(load_dashboard(name)):

@@ -29,8 +29,11 @@ impl Filter for CircuitBreakerConfig {
         self.check()
     }
 
-    fn layer(&self, _: &BuildContext) -> Result<HttpLayer, ConfigError> {
+    fn layer(&self, cx: &BuildContext) -> Result<HttpLayer, ConfigError> {
         self.check()?;
-        Ok(HttpLayer::new(CircuitBreakerLayer::new(self)))
+        Ok(HttpLayer::new(CircuitBreakerLayer::recording(
+            self,
+            &cx.metrics,
+        )))
     }
 }

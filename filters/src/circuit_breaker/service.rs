@@ -37,6 +37,19 @@ impl CircuitBreakerLayer {
             breaker: Arc::new(Breaker::new(config)),
         }
     }
+
+    /// [`new`](Self::new), recording its state, transitions and rejections
+    /// into `metrics` (the filter's).
+    pub fn recording(
+        config: &CircuitBreakerConfig,
+        metrics: &crate::filter_metrics::FilterMetrics,
+    ) -> Self {
+        let mut breaker = Breaker::new(config);
+        breaker.metrics = super::state::BreakerMetrics::new(metrics);
+        Self {
+            breaker: Arc::new(breaker),
+        }
+    }
 }
 
 impl<S> Layer<S> for CircuitBreakerLayer {

@@ -21,6 +21,58 @@ pub(super) struct Breaker {
     failure_ratio: f64,
     min_requests: u64,
     open_for_ns: u64,
+    pub(super) metrics: BreakerMetrics,
+}
+
+/// What the breaker records: its state (0 closed, 1 half-open, 2 open),
+/// the transitions into each state, and the requests it answered itself.
+#[derive(Debug)]
+pub(super) struct BreakerMetrics {
+    state: metrics::Gauge,
+    to_closed: metrics::Counter,
+    to_half_open: metrics::Counter,
+    to_open: metrics::Counter,
+    rejected: metrics::Counter,
+}
+
+impl Default for BreakerMetrics {
+    fn default() -> Self {
+        Self {
+            state: metrics::Gauge::noop(),
+            to_closed: metrics::Counter::noop(),
+            to_half_open: metrics::Counter::noop(),
+            to_open: metrics::Counter::noop(),
+            rejected: metrics::Counter::noop(),
+        }
+    }
+}
+
+impl BreakerMetrics {
+    pub(super) fn new(m: &crate::filter_metrics::FilterMetrics) -> Self {
+        use crate::filter_metrics::{BREAKER_REJECTED, BREAKER_STATE, BREAKER_TRANSITIONS};
+        let to = |state: &'static str| {
+            m.counter_with(BREAKER_TRANSITIONS, Some(metrics::Label::new("to", state)))
+        };
+        let state = m.gauge(BREAKER_STATE);
+        state.set(0.0);
+        Self {
+            state,
+            to_closed: to("closed"),
+            to_half_open: to("half_open"),
+            to_open: to("open"),
+            rejected: m.counter(BREAKER_REJECTED),
+        }
+    }
+
+    fn entered(&self, phase: Phase) {
+        let (counter, value) = match phase {
+            Phase::Closed => (&self.to_closed, 0.0),
+            Phase::HalfOpen { .. } => (&self.to_half_open, 1.0),
+            Phase::Open { .. } => (&self.to_open, 2.0),
+        };
+        counter.increment(1);
+        self.state.set(value);
+    }
 }
 
 /// The decoded state.
@@ -97,6 +149,7 @@ impl Breaker {
             open_for_ns: u64::try_from(config.open_for.as_nanos())
                 .unwrap_or(u64::MAX)
                 .min(1 << 56),
+            metrics: BreakerMetrics::default(),
         }
     }
 
@@ -114,18 +167,20 @@ impl Breaker {
             let next = match Phase::decode(word) {
                 Phase::Closed => return Admit::Pass,
                 Phase::Open { until } if now < until => {
+                    self.metrics.rejected.increment(1);
                     return Admit::Reject {
                         retry_after: Duration::from_nanos(until - now),
-                    }
+                    };
                 }
                 // A probe that never reported (hung, leaked) is replaced
                 // after another `open_for`.
                 Phase::HalfOpen { since } if now.saturating_sub(since) < self.open_for_ns => {
+                    self.metrics.rejected.increment(1);
                     return Admit::Reject {
                         retry_after: Duration::from_nanos(
                             self.open_for_ns - now.saturating_sub(since),
                         ),
-                    }
+                    };
                 }
                 Phase::Open { .. } | Phase::HalfOpen { .. } => Phase::HalfOpen { since: now },
             };
@@ -135,7 +190,10 @@ impl Breaker {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return Admit::Probe { since: now },
+                Ok(_) => {
+                    self.metrics.entered(next);
+                    return Admit::Probe { since: now };
+                }
                 Err(current) => word = current,
             }
         }
@@ -161,8 +219,11 @@ impl Breaker {
                     .state
                     .compare_exchange(probing, next.encode(), Ordering::AcqRel, Ordering::Acquire)
                     .is_ok();
-                if swapped && next == Phase::Closed {
-                    self.window.reset();
+                if swapped {
+                    self.metrics.entered(next);
+                    if next == Phase::Closed {
+                        self.window.reset();
+                    }
                 }
             }
         }
@@ -188,12 +249,13 @@ impl Breaker {
                 until: now + self.open_for_ns,
             };
             // Only the closed breaker opens; a racing opener already did it.
-            let _ = self.state.compare_exchange(
-                CLOSED,
-                open.encode(),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
+            if self
+                .state
+                .compare_exchange(CLOSED, open.encode(), Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                self.metrics.entered(open);
+            }
         }
     }
 

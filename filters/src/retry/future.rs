@@ -189,9 +189,11 @@ impl<S> Retrying<S> {
             return None;
         }
         if !self.policy.budget.withdraw() {
+            self.policy.exhausted.increment(1);
             tracing::debug!(?failed, "retry budget exhausted");
             return None;
         }
+        self.policy.attempts.increment(1);
         self.retries += 1;
         tracing::debug!(?failed, retry = self.retries, "retrying");
         Some(self.policy.delay(self.retries))

@@ -29,8 +29,13 @@ impl Filter for RetryConfig {
         self.check()
     }
 
-    fn layer(&self, _: &BuildContext) -> Result<HttpLayer, ConfigError> {
+    fn layer(&self, cx: &BuildContext) -> Result<HttpLayer, ConfigError> {
         self.check()?;
-        Ok(HttpLayer::new(RetryLayer::new(self)))
+        Ok(HttpLayer::new(RetryLayer::counting(
+            self,
+            cx.metrics.counter(crate::filter_metrics::RETRY_ATTEMPTS),
+            cx.metrics
+                .counter(crate::filter_metrics::RETRY_BUDGET_EXHAUSTED),
+        )))
     }
 }

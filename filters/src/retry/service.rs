@@ -46,6 +46,10 @@ pub(super) struct Policy {
     pub(super) backoff: Duration,
     max_replay_bytes: u64,
     pub(super) budget: Budget,
+    /// Retries sent.
+    pub(super) attempts: metrics::Counter,
+    /// Retries the budget refused.
+    pub(super) exhausted: metrics::Counter,
 }
 
 /// Why an attempt failed in a way the policy may retry.
@@ -63,8 +67,21 @@ impl RetryLayer {
     /// A layer with its own budget. The config should have passed validation;
     /// out-of-range values are clamped.
     pub fn new(config: &RetryConfig) -> Self {
+        Self::counting(config, metrics::Counter::noop(), metrics::Counter::noop())
+    }
+
+    /// [`new`](Self::new), counting the retries it sends in `attempts` and
+    /// those its budget refused in `exhausted`.
+    pub fn counting(
+        config: &RetryConfig,
+        attempts: metrics::Counter,
+        exhausted: metrics::Counter,
+    ) -> Self {
+        let mut policy = Policy::new(config);
+        policy.attempts = attempts;
+        policy.exhausted = exhausted;
         Self {
-            policy: Arc::new(Policy::new(config)),
+            policy: Arc::new(policy),
         }
     }
 }
@@ -134,6 +151,8 @@ impl Policy {
             backoff: c.backoff,
             max_replay_bytes: c.max_replay_bytes.min(super::config::MAX_REPLAY_BYTES),
             budget: Budget::new(c.budget_percent, c.min_per_second),
+            attempts: metrics::Counter::noop(),
+            exhausted: metrics::Counter::noop(),
         }
     }
 

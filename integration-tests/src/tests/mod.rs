@@ -4,6 +4,7 @@ mod connect;
 mod drain;
 mod export_tls;
 mod failures;
+mod filter_metrics;
 mod grpc;
 mod hostile;
 mod http;

@@ -72,6 +72,46 @@ const FAMILIES: &[(&str, Option<Unit>, &str)] = &[
         "Connections open to upstreams, by listener.",
     ),
     (
+        "sidetrace_filter_timeouts_total",
+        None,
+        "Requests a timeout filter ended (504), by filter, listener and route of its chain.",
+    ),
+    (
+        "sidetrace_filter_rate_limited_total",
+        None,
+        "Requests a rate_limit filter turned away (429), by filter, listener and route of its chain.",
+    ),
+    (
+        "sidetrace_filter_concurrency_rejected_total",
+        None,
+        "Requests a concurrency_limit filter shed (503), by filter, listener and route of its chain.",
+    ),
+    (
+        "sidetrace_filter_retry_attempts_total",
+        None,
+        "Requests a retry filter sent again, by filter, listener and route of its chain.",
+    ),
+    (
+        "sidetrace_filter_retry_budget_exhausted_total",
+        None,
+        "Retries a retry filter would have sent but its budget refused, by filter, listener and route of its chain.",
+    ),
+    (
+        "sidetrace_filter_circuit_breaker_state",
+        None,
+        "A circuit_breaker filter's state: 0 closed, 1 half-open, 2 open.",
+    ),
+    (
+        "sidetrace_filter_circuit_breaker_transitions_total",
+        None,
+        "A circuit_breaker filter's transitions, by the state entered (to).",
+    ),
+    (
+        "sidetrace_filter_circuit_breaker_rejected_total",
+        None,
+        "Requests an open circuit_breaker filter answered (503) without calling the upstream.",
+    ),
+    (
         "sidetrace_requests_shed_total",
         None,
         "Requests answered 503 without being forwarded because a limit was reached, by listener and reason.",

@@ -109,8 +109,8 @@ impl Reloader {
         let file = load_file(&self.path)?;
         let mut current = self.current.lock();
         let mut rebuilt = Vec::with_capacity(self.chains.len());
-        for (_, forward) in &self.chains {
-            let chain = crate::stack::configured(&file.filters, forward).map_err(|(i, e)| {
+        for (chain, forward) in &self.chains {
+            let chain = chain.rebuild(&file.filters, forward).map_err(|(i, e)| {
                 ConfigError::invalid(format!("filters[{i}].{}", e.field), e.message)
                     .in_file(&self.path)
             })?;
