@@ -278,12 +278,24 @@ pub async fn start_with(
         .map_err(|e| ConfigError::invalid(e.source_name, e.message))?;
     // Metrics over OTLP: the text /metrics serves, pushed from the export
     // runtime with the spans' resource.
+    // Calls the app makes are CLIENT requests: measured as such, and as the
+    // client side of the service graph.
+    let outbound_metrics = outbound_listener
+        .as_ref()
+        .map(|_| metrics(Side::Client, Some(graph.clone())));
     let source_handle = prometheus.clone();
+    let red: Vec<Arc<HttpMetrics>> = std::iter::once(server_metrics.clone())
+        .chain(outbound_metrics.clone())
+        .collect();
+    let exemplar_red = red.clone();
     let metrics_push = crate::metrics_export::MetricsPush::start(
         &settings.metrics.export,
         env,
         &resource,
         Arc::new(move || admin::exposition(&source_handle)),
+        Some(Arc::new(move || {
+            exemplar_red.iter().flat_map(|m| m.exemplars()).collect()
+        })),
         &*recorder,
     )
     .map_err(|e| ConfigError::invalid(e.source_name, e.message))?;
@@ -328,11 +340,6 @@ pub async fn start_with(
     );
 
     let (trigger, drain) = drain::channel();
-    // Calls the app makes are CLIENT requests: measured as such, and as the
-    // client side of the service graph.
-    let outbound_metrics = outbound_listener
-        .as_ref()
-        .map(|_| metrics(Side::Client, Some(graph.clone())));
     let state = Arc::new(AdminState {
         prometheus: prometheus.clone(),
         config_json: Arc::new(admin::ConfigView::new(&settings)),
@@ -340,9 +347,7 @@ pub async fn start_with(
         ready: false.into(),
         drain: trigger.clone(),
         traces: pipeline.store.clone(),
-        red: std::iter::once(server_metrics.clone())
-            .chain(outbound_metrics.clone())
-            .collect(),
+        red,
     });
     let (admin_stop_tx, admin_stop) = drain::channel();
     let admin_task = tokio::spawn(admin::serve(admin_listener, state.clone(), admin_stop));

@@ -229,6 +229,32 @@ async fn the_drain_push_equals_the_scrape_over_grpc() {
         "the spans' resource, instance id included"
     );
     assert_eq!(spans[0].resource_str("service.name"), Some("checkout"));
+    // Exemplars: every request was sampled, so each duration point carries
+    // exemplars, each a span the collector got, in the bucket it annotates.
+    let exported: BTreeSet<(Vec<u8>, Vec<u8>)> = spans
+        .iter()
+        .map(|s| (s.span.trace_id.clone(), s.span.span_id.clone()))
+        .collect();
+    let pts = points(push, DURATION);
+    assert!(pts.iter().all(|p| !p.exemplars.is_empty()), "{pts:?}");
+    for p in pts {
+        for e in &p.exemplars {
+            assert!(
+                exported.contains(&(e.trace_id.clone(), e.span_id.clone())),
+                "exemplar {e:?} is not an exported span"
+            );
+            let Some(opentelemetry_proto::tonic::metrics::v1::exemplar::Value::AsDouble(v)) =
+                e.value
+            else {
+                panic!("a duration in seconds: {e:?}")
+            };
+            let bucket = p.explicit_bounds.partition_point(|b| *b < v);
+            assert!(
+                p.bucket_counts[bucket] > 0,
+                "{v} lands in a bucket with requests"
+            );
+        }
+    }
     otlp.shutdown().await;
 }
 

@@ -30,7 +30,7 @@
 //!
 //! let handle = recorder.handle();
 //! let source = Arc::new(move || sidetrace::admin::exposition(&handle));
-//! let push = MetricsPush::start(&config, &env, &resource, source, &recorder)
+//! let push = MetricsPush::start(&config, &env, &resource, source, None, &recorder)
 //!     .expect("valid metrics export settings");
 //! // ... serve; at the end of the drain, after the spans:
 //! push.shutdown(Duration::from_secs(1)).await;
@@ -46,5 +46,5 @@ pub use self::{
     config::{
         MetricsExportConfig, Schedule, Temporality, EXPORT_FIELDS, INTERVAL_VAR, TEMPORALITY_VAR,
     },
-    push::{resolve, MetricsPush, Source},
+    push::{resolve, ExemplarSource, MetricsPush, Source},
 };

@@ -24,14 +24,17 @@
 
 use std::collections::HashMap;
 
-use filters::trace::Resource;
+use filters::{
+    metrics::exemplar::{ExemplarSeries, Exemplars},
+    trace::Resource,
+};
 use opentelemetry_proto::tonic::{
     collector::metrics::v1::ExportMetricsServiceRequest,
     common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue},
     metrics::v1::{
-        metric::Data, number_data_point, summary_data_point::ValueAtQuantile,
-        AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-        ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+        exemplar, metric::Data, number_data_point, summary_data_point::ValueAtQuantile,
+        AggregationTemporality, Exemplar, Gauge, Histogram, HistogramDataPoint, Metric,
+        NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
     },
     resource::v1::Resource as ProtoResource,
 };
@@ -161,6 +164,26 @@ impl Converter {
 
     /// The request for `families` collected at `now` (Unix ns).
     pub fn prepare(&self, families: &[Family], now: u64) -> Prepared {
+        self.prepare_with(families, &[], now)
+    }
+
+    /// [`prepare`](Self::prepare), the histogram points of `exemplars`'
+    /// series carrying the exemplars their buckets hold (for delta points,
+    /// only those newer than the last push).
+    pub fn prepare_with(
+        &self,
+        families: &[Family],
+        exemplars: &[ExemplarSeries],
+        now: u64,
+    ) -> Prepared {
+        let by_series: HashMap<(&str, Labels), &Exemplars> = exemplars
+            .iter()
+            .map(|s| {
+                let mut labels: Labels = s.labels.to_vec();
+                labels.sort_unstable();
+                ((s.name, labels), &*s.exemplars)
+            })
+            .collect();
         let mut metrics = Vec::with_capacity(families.len());
         let mut snapshot = HashMap::new();
         let mut points = 0;
@@ -275,6 +298,12 @@ impl Converter {
                                 n
                             })
                             .collect();
+                        let mut labels = s.labels.clone();
+                        labels.sort_unstable();
+                        let exemplars = by_series
+                            .get(&(family.name.as_str(), labels))
+                            .map(|e| otlp_exemplars(e, start))
+                            .unwrap_or_default();
                         data_points.push(HistogramDataPoint {
                             attributes: attributes(&s.labels),
                             start_time_unix_nano: start,
@@ -283,6 +312,7 @@ impl Converter {
                             sum: Some(sum),
                             bucket_counts,
                             explicit_bounds: bounds.clone(),
+                            exemplars,
                             ..Default::default()
                         });
                     }
@@ -358,6 +388,23 @@ impl Converter {
         self.baseline.extend(prepared.snapshot);
         self.baseline_time = prepared.time;
     }
+}
+
+/// A series' exemplars as OTLP exemplars, those recorded since `since`
+/// (Unix ns).
+fn otlp_exemplars(exemplars: &Exemplars, since: u64) -> Vec<Exemplar> {
+    (0..=exemplars.bounds().len())
+        .filter_map(|i| exemplars.get(i))
+        .map(|e| (e, e.unix_millis.saturating_mul(1_000_000)))
+        .filter(|(_, at)| *at >= since)
+        .map(|(e, at)| Exemplar {
+            time_unix_nano: at,
+            trace_id: e.trace_id.0.to_vec(),
+            span_id: e.span_id.0.to_vec(),
+            value: Some(exemplar::Value::AsDouble(e.value)),
+            ..Default::default()
+        })
+        .collect()
 }
 
 fn is_empty(data: &Data) -> bool {

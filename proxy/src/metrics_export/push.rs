@@ -13,7 +13,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use filters::trace::Resource;
+use filters::{metrics::exemplar::ExemplarSeries, trace::Resource};
 use metrics::{Counter, Key, Metadata, Recorder};
 use prost::Message;
 use tokio::{
@@ -31,6 +31,10 @@ use crate::{
 
 /// Renders the exposition the push reads: the same text `/metrics` serves.
 pub type Source = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Reads the exemplars of the request-duration histograms, pushed with
+/// their buckets.
+pub type ExemplarSource = Arc<dyn Fn() -> Vec<ExemplarSeries> + Send + Sync>;
 
 /// The metrics push of a proxy; idle when no collector is configured.
 #[derive(Debug)]
@@ -50,6 +54,7 @@ struct Running {
 
 struct Task {
     source: Source,
+    exemplars: Option<ExemplarSource>,
     converter: Converter,
     exporter: Exporter,
     interval: Duration,
@@ -68,9 +73,18 @@ impl MetricsPush {
         env: &HashMap<String, String>,
         resource: &Resource,
         source: Source,
+        exemplars: Option<ExemplarSource>,
         recorder: &dyn Recorder,
     ) -> Result<Self, ExportConfigError> {
-        Self::start_on(&export_runtime(), config, env, resource, source, recorder)
+        Self::start_on(
+            &export_runtime(),
+            config,
+            env,
+            resource,
+            source,
+            exemplars,
+            recorder,
+        )
     }
 
     /// [`start`](Self::start) on `runtime`.
@@ -80,6 +94,7 @@ impl MetricsPush {
         env: &HashMap<String, String>,
         resource: &Resource,
         source: Source,
+        exemplars: Option<ExemplarSource>,
         recorder: &dyn Recorder,
     ) -> Result<Self, ExportConfigError> {
         let (settings, schedule) = resolve(config, env)?;
@@ -102,6 +117,7 @@ impl MetricsPush {
         let in_hand = Arc::new(AtomicUsize::new(0));
         let task = Task {
             source,
+            exemplars,
             converter: Converter::new(resource, schedule.temporality, unix_nanos()),
             exporter,
             interval: schedule.interval,
@@ -225,7 +241,10 @@ impl Task {
     async fn push(&mut self) -> bool {
         let text = (self.source)();
         let families = exposition::parse(&text);
-        let prepared = self.converter.prepare(&families, unix_nanos());
+        let exemplars = self.exemplars.as_ref().map(|f| f()).unwrap_or_default();
+        let prepared = self
+            .converter
+            .prepare_with(&families, &exemplars, unix_nanos());
         let body = Bytes::from(prepared.request.encode_to_vec());
         self.in_hand.store(prepared.points, Ordering::Relaxed);
         // Failures are counted and logged by the exporter.
