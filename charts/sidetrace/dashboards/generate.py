@@ -36,6 +36,15 @@ P95_TOKEN = "__SIDETRACE_P95_SECONDS__"
 ENVIRONMENTS = ["dev", "staging", "prod"]
 DS = {"type": "prometheus", "uid": "${datasource}"}
 
+# Opens an exemplar's trace in the tracing datasource the `traces` variable names (Tempo or Jaeger:
+# both take a trace id as the query). Grafana applies a panel's links to its exemplar points too.
+TRACE_LINK = {
+    "title": "Open the trace (${traces})",
+    "url": '/explore?left={"datasource":"${traces}","queries":[{"refId":"A","queryType":"traceql",'
+           '"query":"${__data.fields.trace_id}"}],"range":{"from":"now-1h","to":"now"}}',
+    "targetBlank": True,
+}
+
 # The label filter every proxy metric query carries.
 F = 'environment="$environment",namespace=~"$namespace",service=~"$service"'
 REQ = "http_server_request_duration_seconds"
@@ -81,6 +90,8 @@ def timeseries(title: str, targets: list[dict], unit: str = "short", description
                thresholds: list[tuple[str, float | None]] | None = None, stack: bool = False) -> dict:
     defaults: dict = {"unit": unit, "custom": {"fillOpacity": 10, "lineWidth": 1,
                                                "stacking": {"mode": "normal" if stack else "none"}}}
+    if any(t.get("exemplar") for t in targets):
+        defaults["links"] = [TRACE_LINK]
     if thresholds:
         defaults["thresholds"] = {"mode": "absolute",
                                   "steps": [{"color": c, "value": v} for c, v in thresholds]}
@@ -116,6 +127,10 @@ def variables(extra: list[dict] | None = None) -> list[dict]:
         {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
          "current": {"selected": True, "text": DATASOURCE_TOKEN, "value": DATASOURCE_TOKEN},
          "hide": 0, "refresh": 1},
+        {"name": "traces", "label": "Traces (Tempo or Jaeger)", "type": "datasource",
+         "query": "tempo", "regex": "", "current": {}, "hide": 0, "refresh": 1,
+         "description": "Where the latency panels' exemplars open their trace. For Jaeger, set this "
+                        "variable's type to jaeger in the dashboard settings."},
         {"name": "environment", "label": "Environment", "type": "custom", "query": ",".join(ENVIRONMENTS),
          "options": env_options, "current": {"selected": True, "text": ENV_TOKEN, "value": ENV_TOKEN},
          "hide": 0, "multi": False, "includeAll": False},

@@ -162,6 +162,11 @@ def test_latency_panels_ask_for_exemplars():
     assert len(latency) == 4
     for p in latency:
         assert all(t.get("exemplar") is True for t in p["targets"]), p["title"]
+        # An exemplar opens its trace in the datasource the `traces` variable names.
+        (link,) = p["fieldConfig"]["defaults"]["links"]
+        assert "${traces}" in link["url"] and "${__data.fields.trace_id}" in link["url"], link
+    traces = {v["name"]: v for v in red["templating"]["list"]}["traces"]
+    assert traces["type"] == "datasource" and traces["query"] == "tempo"
 
 
 def test_environment_settings_can_be_overridden():
