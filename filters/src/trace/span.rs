@@ -235,6 +235,65 @@ impl Host {
 // === impl SpanRecord ===
 
 impl SpanRecord {
+    /// Copies every header value, path and authority the record holds into
+    /// an allocation of its own. Those came from the request as slices of
+    /// hyper's read buffer, and a slice keeps the whole buffer (kilobytes)
+    /// alive: a store that keeps spans for long compacts them first.
+    pub fn compact(&mut self) {
+        fn header(v: &mut HeaderValue) {
+            if let Ok(owned) = HeaderValue::from_bytes(v.as_bytes()) {
+                *v = owned;
+            }
+        }
+        fn authority(a: &mut Authority) {
+            if let Ok(owned) = Authority::try_from(a.as_str()) {
+                *a = owned;
+            }
+        }
+        fn value(v: &mut AttrValue) {
+            if let AttrValue::Header(h) = v {
+                header(h);
+            }
+        }
+        for v in [
+            &mut self.tracestate,
+            &mut self.user_agent,
+            &mut self.request_id,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            header(v);
+        }
+        if let Some(p) = &mut self.path {
+            if let Ok(owned) = PathAndQuery::try_from(p.as_str()) {
+                *p = owned;
+            }
+        }
+        match &mut self.host {
+            Some(Host::Authority(a)) => authority(a),
+            Some(Host::Header(h)) => header(h),
+            None => {}
+        }
+        if let Some(a) = &mut self.upstream {
+            authority(a);
+        }
+        for c in &mut self.captured {
+            if let Ok(name) = HeaderName::from_bytes(c.name.as_str().as_bytes()) {
+                c.name = name;
+            }
+            header(&mut c.value);
+        }
+        for e in &mut self.events {
+            for (_, v) in &mut e.attributes {
+                value(v);
+            }
+        }
+        for (_, v) in &mut self.attributes {
+            value(v);
+        }
+    }
+
     /// An estimate of the memory the record holds: itself and the bytes it
     /// owns (header values, path, captured headers, events, attributes).
     /// Bounds stores of finished spans; shared bytes are counted as owned.
@@ -579,6 +638,26 @@ mod tests {
         assert_eq!(s.rpc(), Some(("shop.v1.Cart", "AddItem")));
         s.path = Some(PathAndQuery::from_static("/nope"));
         assert_eq!(s.rpc(), None);
+    }
+
+    #[test]
+    fn compact_copies_out_of_the_request_buffer() {
+        let buffer = bytes::Bytes::from(vec![b'a'; 8192]);
+        let range = buffer.as_ptr() as usize..buffer.as_ptr() as usize + buffer.len();
+        let inside = |b: &[u8]| range.contains(&(b.as_ptr() as usize));
+        let mut s = SpanRecord::start(SpanKind::Server, TraceId::random(), Method::GET);
+        s.user_agent = Some(HeaderValue::from_maybe_shared(buffer.slice(0..10)).unwrap());
+        s.host = Some(Host::Header(
+            HeaderValue::from_maybe_shared(buffer.slice(10..20)).unwrap(),
+        ));
+        assert!(inside(s.user_agent.as_ref().unwrap().as_bytes()));
+        s.compact();
+        assert!(!inside(s.user_agent.as_ref().unwrap().as_bytes()));
+        let Some(Host::Header(h)) = &s.host else {
+            panic!()
+        };
+        assert!(!inside(h.as_bytes()));
+        assert_eq!(s.user_agent.unwrap().as_bytes(), b"aaaaaaaaaa");
     }
 
     #[test]

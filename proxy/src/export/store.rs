@@ -114,6 +114,15 @@ impl TraceStore {
     /// Adds finished spans, evicting the oldest traces past either bound.
     /// The newest trace stays even when it alone is over `max_bytes`.
     pub fn insert(&self, spans: impl IntoIterator<Item = SpanRecord>) {
+        // Kept for long: each span holds its own bytes, not hyper's read
+        // buffers (copied before the lock is taken).
+        let spans: Vec<SpanRecord> = spans
+            .into_iter()
+            .map(|mut span| {
+                span.compact();
+                span
+            })
+            .collect();
         let mut inner = self.inner.write();
         for span in spans {
             let id = span.trace_id;
