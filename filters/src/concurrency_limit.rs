@@ -23,7 +23,7 @@ use crate::{
 };
 
 /// Config of the `concurrency_limit` filter.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConcurrencyLimitConfig {
     /// Most requests in flight at once; the next one is turned away.

@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// Config of the `headers` filter.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeadersConfig {
     /// Headers appended to the request before it goes upstream. The values

@@ -22,7 +22,7 @@ use crate::{
 };
 
 /// Config of the `rate_limit` filter.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Sustained rate: requests admitted per second.

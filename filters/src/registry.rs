@@ -33,7 +33,7 @@ pub trait Filter {
 }
 
 /// One entry of the `filters:` list.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum FilterConfig {
     /// Deadline for the whole request.

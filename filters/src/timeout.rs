@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// Config of the `timeout` filter.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutConfig {
     /// Time allowed from receiving the request to the upstream's response headers.

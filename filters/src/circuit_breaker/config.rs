@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::registry::ConfigError;
 
 /// Config of the `circuit_breaker` filter.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CircuitBreakerConfig {
     /// Share of failed requests in the window that opens the breaker (0 < r ≤ 1).
