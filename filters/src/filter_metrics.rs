@@ -76,6 +76,19 @@ impl FilterMetrics {
         }
     }
 
+    /// The metrics of the chain of `route` on the same listener.
+    pub fn for_route(&self, route: &str) -> Self {
+        let mut labels = self.labels.clone();
+        match labels.iter_mut().find(|l| l.key() == "route") {
+            Some(label) => *label = Label::new("route", route.to_owned()),
+            None => labels.push(Label::new("route", route.to_owned())),
+        }
+        Self {
+            recorder: self.recorder.clone(),
+            labels,
+        }
+    }
+
     /// The metrics of the filter at config path `path` in this chain.
     pub fn for_filter(&self, path: &str) -> Self {
         let mut labels = Vec::with_capacity(self.labels.len() + 1);

@@ -13,6 +13,7 @@ use http_body_util::{combinators::UnsyncBoxBody, BodyExt};
 
 pub mod body;
 pub mod catch_panic;
+pub mod chain;
 pub mod circuit_breaker;
 pub mod classify;
 pub mod concurrency_limit;

@@ -136,7 +136,7 @@ impl Upstream {
     }
 
     /// An HTTP/1.1-only server answering with `handle`, counting requests.
-    async fn http1_app<F, Fut>(handle: F) -> Self
+    pub async fn http1_app<F, Fut>(handle: F) -> Self
     where
         F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
         Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,

@@ -6,7 +6,10 @@
 use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use filters::filter_metrics::FilterMetrics;
-use filters::metrics::{graph::ServiceGraph, names, HttpMetrics, MetricsConfig, RouteTable, Side};
+use filters::{
+    metrics::{graph::ServiceGraph, names, HttpMetrics, MetricsConfig, Side},
+    route::{RouteTable, Routes},
+};
 use metrics::{Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -118,7 +121,8 @@ pub async fn start_with(
             &md,
         )
     };
-    let routes = RouteTable::from_config(&settings.routes);
+    // One table for every listener, replaced whole on reload.
+    let routes = Routes::new(RouteTable::from_config(&settings.routes));
     let metrics_config = MetricsConfig {
         series_limit: settings.metrics.series_limit,
         duration_buckets: settings.metrics.duration_buckets.as_slice().into(),
@@ -223,11 +227,15 @@ pub async fn start_with(
         };
         let forward = Forward::new(destination, options, hop, &settings.service_name);
         let filter_metrics = FilterMetrics::new(dyn_recorder.clone(), listener, "");
-        let chain =
-            Chain::build(&settings.filters, &forward, filter_metrics).map_err(|(i, e)| {
-                ConfigError::invalid(format!("filters[{i}].{}", e.field), e.message)
-            })?;
-        chains.push((chain.clone(), forward));
+        let chain = Chain::build(
+            &settings.filters,
+            &settings.routes,
+            &routes.table(),
+            forward,
+            filter_metrics,
+        )
+        .map_err(|e| ConfigError::invalid(e.path, e.message))?;
+        chains.push(chain.clone());
         Ok(chain)
     };
     let inbound_chain = chain_over(Destination::Fixed(settings.upstream.clone()))?;
@@ -496,6 +504,7 @@ pub async fn start_with(
         let reloader = Reloader::new(
             path,
             Settings::clone(&settings),
+            routes,
             chains,
             tracing,
             reloads("success"),

@@ -48,12 +48,12 @@ pub async fn run(args: DemoArgs, env: HashMap<String, String>) -> ExitCode {
             RouteConfig {
                 prefix: "/api/orders".into(),
                 name: "orders".into(),
-                sample: None,
+                ..RouteConfig::default()
             },
             RouteConfig {
                 prefix: "/slow".into(),
                 name: "slow".into(),
-                sample: None,
+                ..RouteConfig::default()
             },
         ],
         ..FileConfig::default()

@@ -4,6 +4,7 @@
 use std::{collections::HashMap, io::Write, process::ExitCode, time::Duration};
 
 use clap::Parser;
+use filters::registry::FilterConfig;
 use sidetrace::{
     app,
     cli::{Cli, Command, LogFormat, RunArgs},
@@ -223,15 +224,23 @@ fn check_config(
     });
     match checked {
         Ok(s) => {
-            let chain: String = s
-                .filters
-                .iter()
-                .map(|f| format!("{} > ", f.name()))
-                .collect();
+            let names = |filters: &[FilterConfig]| -> String {
+                filters.iter().map(|f| format!("{} > ", f.name())).collect()
+            };
+            let chain = names(&s.filters);
+            let mut routes = String::new();
+            for r in &s.routes {
+                let own = match (&r.filters, r.inherit) {
+                    (None, _) => format!("{chain}forward (the default chain)"),
+                    (Some(own), false) => format!("{}forward", names(own)),
+                    (Some(own), true) => format!("{chain}{}forward", names(own)),
+                };
+                routes.push_str(&format!("route {} ({}): {own}\n", r.name, r.prefix));
+            }
             // The same rendering as the admin /config: secrets redacted.
             let json = sidetrace::admin::render_config(&s);
             let text = format!(
-                "{}: valid\nfilter chain (outermost first): metrics > trace > rescue > catch_panic > {chain}forward\n{}\n",
+                "{}: valid\nfilter chain (outermost first): metrics > trace > rescue > catch_panic > {chain}forward\n{routes}{}\n",
                 path.display(),
                 String::from_utf8_lossy(&json)
             );

@@ -56,6 +56,60 @@ fn check_config_accepts_the_design_example_and_prints_the_chain() {
 }
 
 #[test]
+fn check_config_prints_each_route_chain_and_refuses_a_bad_one_as_run_does() {
+    let path = temp_file(
+        "routes.yaml",
+        "filters:\n  - timeout: { request: 5s }\n\
+         routes:\n  - { prefix: /a, name: a }\n\
+         \x20 - { prefix: /b, name: b, filters: [ { retry: { attempts: 2 } } ] }\n\
+         \x20 - { prefix: /c, name: c, inherit: true, filters: [ { retry: { attempts: 2 } } ] }\n\
+         \x20 - { prefix: /d, name: d, filters: [] }\n",
+    );
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "route a (/a): timeout > forward (the default chain)",
+        "route b (/b): retry > forward",
+        "route c (/c): timeout > retry > forward",
+        "route d (/d): forward",
+    ] {
+        assert!(stdout.contains(line), "{line:?} in\n{stdout}");
+    }
+
+    let bad = temp_file(
+        "bad-route.yaml",
+        "routes:\n  - prefix: /b\n    name: b\n    filters:\n      - retry: { attempts: 0 }\n",
+    );
+    let mut errors = Vec::new();
+    for args in [vec!["check-config"], vec!["run", "--config"]] {
+        let out = Command::new(BIN).args(&args).arg(&bad).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
+        // `run` says what failed first; the error itself is the same.
+        let want = format!("{}:5:", bad.display());
+        let at = stderr
+            .find(&want)
+            .unwrap_or_else(|| panic!("{args:?}: {stderr}"));
+        assert!(
+            stderr.contains("routes[0].filters[0].retry.attempts"),
+            "{stderr}"
+        );
+        errors.push(stderr[at..].to_string());
+    }
+    assert_eq!(errors[0], errors[1], "check-config and run say the same");
+}
+
+#[test]
 fn bad_config_exits_2_naming_file_line_and_field() {
     let path = temp_file(
         "bad.yaml",

@@ -42,6 +42,11 @@ SCHEMA_CASES = {
     "enabled as string": ({"slo": {"enabled": "yes"}}, ["/slo/enabled", "boolean"]),
     "unknown metrics temporality": ({"sidetrace": {"config": {"metrics": {"export": {"temporality": "both"}}}}},
                                     ["/sidetrace/config/metrics/export/temporality"]),
+    "unknown filter in a route": ({"sidetrace": {"config": {"routes": [
+        {"prefix": "/a", "name": "a", "filters": [{"retries": {"attempts": 2}}]}]}}},
+        ["/sidetrace/config/routes/0/filters/0", "retries", "not allowed"]),
+    "route method not a method": ({"sidetrace": {"config": {"routes": [
+        {"prefix": "/a", "name": "a", "method": "GET HEAD"}]}}}, ["/sidetrace/config/routes/0/method"]),
     "metrics push interval in ms": ({"sidetrace": {"config": {"metrics": {"export": {"interval": 30000}}}}},
                                     ["/sidetrace/config/metrics/export/interval"]),
 }
@@ -95,6 +100,23 @@ def test_schema_accepts_the_metrics_push_block():
     config = yaml.safe_load(cm["data"]["sidetrace.yaml"])
     assert config["metrics"]["export"]["interval"] == "30s"
     assert config["metrics"]["export"]["temporality"] == "delta"
+
+
+def test_schema_accepts_routes_with_their_own_chains():
+    """Per-route policy as the proxy reads it, and the rendered config passes check-config."""
+    routes = [
+        {"prefix": "/checkout", "name": "checkout", "method": "POST", "filters": [{"timeout": {"request": "2s"}}]},
+        {"prefix": "/catalog", "name": "catalog", "method": ["GET", "HEAD"], "host": "*.example.com",
+         "inherit": True, "filters": [{"retry": {"attempts": 3, "on": ["connect_error", 503]}}]},
+        {"prefix": "/healthz", "name": "health", "sample": "never", "filters": []},
+    ]
+    values = {"sidetrace": {"config": {"filters": [{"rate_limit": {"per_second": 100}}], "routes": routes}}}
+    with helm().Chart.load(str(CHART)) as chart:
+        chart.validate_schema(values)
+    (cm,) = [o for o in objects(render(values))
+             if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-config")]
+    config = yaml.safe_load(cm["data"]["sidetrace.yaml"])
+    assert config["routes"] == routes
 
 
 def test_every_values_key_is_documented():

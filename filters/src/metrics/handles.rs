@@ -12,9 +12,10 @@ use super::{
     cache::SeriesCache,
     exemplar::{Exemplar, ExemplarIndex, ExemplarSeries, Exemplars},
     graph::ServiceGraph,
-    labels, names, RouteTable,
+    labels, names,
 };
 use crate::classify::{ErrorType, FailureCategory, GrpcCode};
+use crate::route::Routes;
 use crate::trace::{SpanId, TraceId};
 
 /// Which side of the proxy a set of metrics describes.
@@ -51,7 +52,7 @@ impl MetricsConfig {
 pub struct HttpMetrics {
     side: Side,
     recorder: Arc<dyn Recorder + Send + Sync>,
-    routes: RouteTable,
+    routes: Routes,
     series: SeriesCache<SeriesKey, Series>,
     overflow_series: OnceLock<Arc<Series>>,
     overflow: Counter,
@@ -74,7 +75,7 @@ pub struct RequestRecording {
     method: &'static str,
     protocol: &'static str,
     scheme: &'static str,
-    route: Option<usize>,
+    route: Option<Arc<str>>,
     server: Option<Authority>,
     peer: Option<HeaderValue>,
     active: Option<Gauge>,
@@ -91,7 +92,7 @@ struct Series {
 struct SeriesKey {
     method: &'static str,
     status: Option<StatusCode>,
-    route: Option<usize>,
+    route: Option<Arc<str>>,
     protocol: &'static str,
     scheme: &'static str,
     error_type: Option<ErrorTypeLabel>,
@@ -121,7 +122,7 @@ impl HttpMetrics {
     pub fn new(
         side: Side,
         recorder: Arc<dyn Recorder + Send + Sync>,
-        routes: RouteTable,
+        routes: impl Into<Routes>,
         config: &MetricsConfig,
         graph: Option<Arc<ServiceGraph>>,
     ) -> Arc<Self> {
@@ -143,7 +144,7 @@ impl HttpMetrics {
         Arc::new(Self {
             side,
             recorder,
-            routes,
+            routes: routes.into(),
             series: SeriesCache::new(config.series_limit),
             overflow_series: OnceLock::new(),
             overflow,
@@ -170,8 +171,8 @@ impl HttpMetrics {
         self.graph.is_some()
     }
 
-    /// The route table used to name requests.
-    pub fn routes(&self) -> &RouteTable {
+    /// The routes requests are matched against.
+    pub fn routes(&self) -> &Routes {
         &self.routes
     }
 
@@ -194,7 +195,7 @@ impl HttpMetrics {
         method: &http::Method,
         version: http::Version,
         scheme: &'static str,
-        route: Option<usize>,
+        route: Option<Arc<str>>,
         server: Option<Authority>,
         peer: Option<HeaderValue>,
     ) -> RequestRecording {
@@ -264,11 +265,7 @@ impl HttpMetrics {
                 crate::classify::status_str(status),
             ));
         }
-        let route = key
-            .route
-            .and_then(|i| self.routes.get(i))
-            .map(|r| r.name.to_string())
-            .unwrap_or_default();
+        let route = key.route.as_deref().unwrap_or_default().to_owned();
         labels.push(Label::new("http_route", route));
         labels.push(Label::new("network_protocol_version", key.protocol));
         labels.push(Label::new("url_scheme", key.scheme));
@@ -378,7 +375,7 @@ impl RequestRecording {
         let key = SeriesKey {
             method: self.method,
             status: outcome.status,
-            route: self.route,
+            route: self.route.take(),
             protocol: self.protocol,
             scheme: self.scheme,
             error_type,
@@ -433,7 +430,7 @@ mod tests {
         let m = HttpMetrics::new(
             side,
             Arc::new(recorder),
-            RouteTable::new([("/api", "api")]),
+            crate::route::RouteTable::new([("/api", "api")]),
             &MetricsConfig::new(limit),
             None,
         );
@@ -447,7 +444,7 @@ mod tests {
             &http::Method::GET,
             http::Version::HTTP_2,
             "http",
-            Some(0),
+            Some("api".into()),
             None,
             None,
         );

@@ -150,7 +150,7 @@ pub fn begin(
     scheme: &'static str,
     req: &mut http::Request<HttpBody>,
 ) -> RequestRecording {
-    let route = metrics.routes().lookup(req.uri().path()).cloned();
+    let route = metrics.routes().lookup(req);
     let (server, peer) = match metrics.side() {
         // The outbound listener: the destination names the series.
         Side::Client => (destination(req), None),
@@ -163,7 +163,7 @@ pub fn begin(
         req.method(),
         req.version(),
         scheme,
-        route.as_ref().map(|r| r.index),
+        route.as_ref().map(|r| r.name.clone()),
         server,
         peer,
     );

@@ -16,15 +16,16 @@
 //! [`TracingConfig::validate`] names the field it rejects. The library never
 //! reads the process environment: callers pass it as a map.
 
-use std::{collections::HashMap, fmt};
+use std::collections::HashMap;
 
-use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use super::{
     context::TraceId,
     propagation::{Propagator, Propagators},
 };
 use crate::registry::ConfigError;
+pub use crate::route::{validate_routes, RouteConfig, RouteSample};
 
 mod capture;
 mod export;
@@ -98,30 +99,6 @@ pub enum SamplerKind {
     Ratio,
     /// Respect the caller's decision; otherwise sample.
     ParentAlwaysOn,
-}
-
-/// One entry of `routes:`.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    /// Path prefix; the longest matching prefix wins.
-    pub prefix: String,
-    /// Route name: `http.route`, the span name suffix and the metric label.
-    pub name: String,
-    /// Sampling override.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sample: Option<RouteSample>,
-}
-
-/// A route's sampling override: `always`, `never` or a ratio.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum RouteSample {
-    /// Sample every request of the route (reason `route_always`).
-    Always,
-    /// Sample none.
-    Never,
-    /// Sample this ratio of the route's new traces.
-    Ratio(f64),
 }
 
 /// The resource attributes every exported span carries.
@@ -245,35 +222,6 @@ impl TracingConfig {
     }
 }
 
-/// Validates the `routes:` list: prefixes start with `/`, names are not
-/// empty, ratios are ratios. The field names the offending entry's index in
-/// the message.
-pub fn validate_routes(routes: &[RouteConfig]) -> Result<(), ConfigError> {
-    for (i, r) in routes.iter().enumerate() {
-        if !r.prefix.starts_with('/') {
-            return Err(ConfigError {
-                field: "routes.prefix",
-                message: format!("routes[{i}]: {:?} must start with '/'", r.prefix),
-            });
-        }
-        if r.name.is_empty() {
-            return Err(ConfigError {
-                field: "routes.name",
-                message: format!("routes[{i}]: the name is empty"),
-            });
-        }
-        if let Some(RouteSample::Ratio(x)) = r.sample {
-            if !(0.0..=1.0).contains(&x) {
-                return Err(ConfigError {
-                    field: "routes.sample",
-                    message: format!("routes[{i}]: {x} is not a ratio between 0 and 1"),
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
 // === impl SamplerConfig ===
 
 impl Default for SamplerConfig {
@@ -324,55 +272,6 @@ impl SamplerConfig {
             max_per_second: base.max_per_second,
             keep_errors: base.keep_errors,
         })
-    }
-}
-
-// === impl RouteSample ===
-
-impl<'de> Deserialize<'de> for RouteSample {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl de::Visitor<'_> for V {
-            type Value = RouteSample;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("`always`, `never` or a ratio between 0 and 1")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<RouteSample, E> {
-                match v {
-                    "always" => Ok(RouteSample::Always),
-                    "never" => Ok(RouteSample::Never),
-                    // YAML parsers may hand numbers over as strings.
-                    other => other
-                        .parse::<f64>()
-                        .map_err(|_| E::invalid_value(de::Unexpected::Str(other), &self))
-                        .and_then(|x| self.visit_f64(x)),
-                }
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RouteSample, E> {
-                if (0.0..=1.0).contains(&v) {
-                    Ok(RouteSample::Ratio(v))
-                } else {
-                    Err(E::invalid_value(de::Unexpected::Float(v), &self))
-                }
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RouteSample, E> {
-                self.visit_f64(v as f64)
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RouteSample, E> {
-                self.visit_f64(v as f64)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-impl Serialize for RouteSample {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Self::Always => s.serialize_str("always"),
-            Self::Never => s.serialize_str("never"),
-            Self::Ratio(x) => s.serialize_f64(*x),
-        }
     }
 }
 

@@ -134,9 +134,9 @@ impl RouteNaming {
         }
     }
 
-    /// The route matching `path`.
-    pub fn lookup(&self, path: &str) -> Option<&Arc<Route>> {
-        self.routes.lookup(path)
+    /// The route matching `req`.
+    pub fn lookup<B>(&self, req: &http::Request<B>) -> Option<&Arc<Route>> {
+        self.routes.lookup(req)
     }
 
     /// Whether no route is configured.
@@ -151,7 +151,7 @@ impl SpanHooks for RouteNaming {
         // a trace layer without metrics matches here.
         let route = match Route::of(req.extensions()) {
             Some(route) => Some(route),
-            None => self.lookup(req.uri().path()),
+            None => self.lookup(req),
         };
         span.route = route.cloned();
     }
@@ -271,16 +271,19 @@ mod tests {
                 prefix: "/api".into(),
                 name: "api".into(),
                 sample: None,
+                ..RouteConfig::default()
             },
             RouteConfig {
                 prefix: "/api/orders".into(),
                 name: "orders".into(),
                 sample: Some(RouteSample::Always),
+                ..RouteConfig::default()
             },
             RouteConfig {
                 prefix: "/api".into(),
                 name: "shadowed".into(),
                 sample: None,
+                ..RouteConfig::default()
             },
         ]);
         let table: &[(&str, Option<&str>)] = &[

@@ -629,6 +629,7 @@ mod tests {
             index: 0,
             name: "orders".into(),
             sample: None,
+            generation: 0,
         }));
         assert_eq!(s.name(), "GET orders");
         s.path = Some(PathAndQuery::from_static("/shop.v1.Cart/AddItem"));

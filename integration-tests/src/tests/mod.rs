@@ -15,6 +15,7 @@ mod metrics_text;
 mod outbound;
 mod propagation_formats;
 mod reload;
+mod routes;
 mod tls;
 mod tls_load;
 mod tracing_common;

@@ -1,4 +1,6 @@
-//! `/config`: the effective settings as JSON, with secrets redacted.
+//! `/config`: the settings in force as JSON, with secrets redacted: those
+//! of the last accepted reload, numbered by `generation` (1 at start) and
+//! stamped with `loaded_at`.
 //!
 //! Redaction happens twice, so that neither a new field nor a new way of
 //! printing the config leaks a credential on its own:
@@ -25,16 +27,39 @@ use crate::config::Settings;
 /// What `/config` serves: rendered at start and again after each accepted
 /// reload.
 #[derive(Debug)]
-pub struct ConfigView(arc_swap::ArcSwap<Bytes>);
+pub struct ConfigView {
+    rendered: arc_swap::ArcSwap<Bytes>,
+    /// Renderings so far; updated only under the reloader's lock.
+    generation: std::sync::atomic::AtomicU64,
+}
 
 /// `settings` as pretty JSON with secrets redacted.
 pub fn render(settings: &Settings) -> Bytes {
+    render_value(redacted(settings))
+}
+
+fn redacted(settings: &Settings) -> Value {
     let mut value = match serde_json::to_value(settings) {
         Ok(v) => v,
         Err(e) => serde_json::json!({ "error": format!("cannot render the configuration: {e}") }),
     };
     redact(&mut value);
+    value
+}
+
+fn render_value(value: Value) -> Bytes {
     Bytes::from(serde_json::to_vec_pretty(&value).unwrap_or_default())
+}
+
+/// `settings` with the generation that put them in force and when.
+fn render_live(settings: &Settings, generation: u64) -> Bytes {
+    let mut value = redacted(settings);
+    if let Value::Object(map) = &mut value {
+        map.insert("generation".into(), generation.into());
+        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+        map.insert("loaded_at".into(), now.to_string().into());
+    }
+    render_value(value)
 }
 
 fn redact(value: &mut Value) {
@@ -68,19 +93,25 @@ fn names_a_secret(key: &str) -> bool {
 // === impl ConfigView ===
 
 impl ConfigView {
-    /// The view of `settings`.
+    /// The view of `settings`, generation 1.
     pub fn new(settings: &Settings) -> Self {
-        Self(arc_swap::ArcSwap::from_pointee(render(settings)))
+        Self {
+            rendered: arc_swap::ArcSwap::from_pointee(render_live(settings, 1)),
+            generation: 1.into(),
+        }
     }
 
-    /// Renders `settings` again (after a reload).
+    /// Renders `settings` again as the next generation (after a reload).
     pub fn update(&self, settings: &Settings) {
-        self.0.store(std::sync::Arc::new(render(settings)));
+        use std::sync::atomic::Ordering::Relaxed;
+        let generation = self.generation.fetch_add(1, Relaxed) + 1;
+        self.rendered
+            .store(std::sync::Arc::new(render_live(settings, generation)));
     }
 
     /// The current rendering.
     pub fn json(&self) -> Bytes {
-        Bytes::clone(&self.0.load())
+        Bytes::clone(&self.rendered.load())
     }
 }
 

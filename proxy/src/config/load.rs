@@ -174,14 +174,9 @@ fn validate(config: &FileConfig) -> Result<(), ConfigError> {
         super::settings::parse_upstream(upstream)
             .map_err(|m| ConfigError::invalid("inbound.upstream", m))?;
     }
-    for (i, r) in config.routes.iter().enumerate() {
-        if !r.prefix.starts_with('/') {
-            return Err(ConfigError::invalid(
-                format!("routes[{i}].prefix"),
-                format!("{:?} must start with '/'", r.prefix),
-            ));
-        }
-    }
+    // Routes and their chains, checked as a reload checks them.
+    filters::route::check_routes(&config.routes)
+        .map_err(|e| ConfigError::invalid(format!("routes[{}].{}", e.index, e.field), e.message))?;
     // The trace layer's own validation: sampler, propagators, export, capture, routes.
     filters::trace::TraceSettings::new(
         &config.tracing,
@@ -249,6 +244,58 @@ mod tests {
         );
         let err = parse_yaml("inbound: { upstream: 'ftp://x' }\n").unwrap_err();
         assert_eq!(err.path.as_deref(), Some("inbound.upstream"), "{err}");
+    }
+
+    #[test]
+    fn route_errors_name_the_route_field_and_line() {
+        let yaml = "routes:\n  - prefix: /a\n    name: a\n  - prefix: /b\n    name: b\n    filters:\n      - timeout: { request: 5s }\n      - rate_limit: { per_second: 0 }\n";
+        let err = parse_yaml(yaml).unwrap_err();
+        assert_eq!(
+            err.path.as_deref(),
+            Some("routes[1].filters[1].rate_limit.per_second"),
+            "{err}"
+        );
+        assert_eq!(err.line, Some(8), "{err}");
+        let err = parse_yaml("routes:\n  - { prefix: /a, name: a, method: get }\n").unwrap_err();
+        assert_eq!(err.path.as_deref(), Some("routes[0].method"), "{err}");
+        assert!(err.to_string().contains("write GET"), "{err}");
+        let err = parse_yaml("routes:\n  - { prefix: /a, name: a }\n  - { prefix: /a, name: b }\n")
+            .unwrap_err();
+        assert_eq!(
+            (err.path.as_deref(), err.line),
+            (Some("routes[1].prefix"), Some(3)),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_routes_example_in_the_configuration_reference_parses() {
+        let docs = include_str!("../../../docs/config.md");
+        let section = docs
+            .split("\n## Routes\n")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("docs/config.md has a Routes section");
+        let yaml = section
+            .split("```yaml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("the Routes section has a yaml example");
+        let config = parse_yaml(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        let chains: Vec<_> = config
+            .routes
+            .iter()
+            .map(|r| (r.name.as_str(), r.filters.as_ref().map(Vec::len), r.inherit))
+            .collect();
+        assert_eq!(
+            chains,
+            [
+                ("checkout", Some(1), false),
+                ("catalog", Some(2), true),
+                ("health", Some(0), false)
+            ]
+        );
+        assert_eq!(config.filters.len(), 1);
     }
 
     #[test]

@@ -1,28 +1,33 @@
-//! Config reload on SIGHUP or file change: the filter chains are rebuilt
-//! from the new file and swapped atomically; connections and in-flight
-//! requests are untouched. A bad new file is rejected, logged and counted,
-//! and the running chain stays.
+//! Config reload on SIGHUP or file change: the routes and the filter chains
+//! are rebuilt from the new file and swapped atomically; connections and
+//! in-flight requests are untouched. A filter whose config and position did
+//! not change keeps its live state. A bad new file is rejected, logged and
+//! counted, and the running configuration stays.
 //!
-//! `filters:`, `tracing:` (sampling, propagators, capture, hooks) and
-//! `logs.access` / `logs.stdout` take effect on reload; listen addresses,
-//! the upstream, routes and the export destinations need a restart, and a
-//! reload that changes them says so in the log.
+//! `filters:`, `routes:` (matching, sampling, per-route chains), `tracing:`
+//! (sampling, propagators, capture, hooks) and `logs.access` /
+//! `logs.stdout` take effect on reload; listen addresses, the upstream,
+//! limits, TLS settings other than the files themselves and the export
+//! destinations need a restart, and a reload that changes them says so in
+//! the log.
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
-use filters::trace::{
-    hooks::SpanHooks, propagation::custom::DynPropagator, TraceLayer, TraceMetrics,
+use filters::{
+    route::{RouteTable, Routes},
+    trace::{hooks::SpanHooks, propagation::custom::DynPropagator, TraceLayer, TraceMetrics},
 };
 use metrics::Counter;
 
 use super::{load_file, ConfigError, Settings};
-use crate::{admin::ConfigView, drain::Drain, forward::Forward, stack::Chain};
+use crate::{admin::ConfigView, drain::Drain, stack::Chain};
 
 /// Rebuilds and swaps the filter chains and the trace settings.
 pub struct Reloader {
     path: PathBuf,
     current: parking_lot::Mutex<Settings>,
-    chains: Vec<(Chain, Forward)>,
+    chains: Vec<Chain>,
+    routes: Routes,
     tracing: TraceReload,
     /// The proxy's own span hooks, added after the built-ins again.
     span_hooks: Vec<Arc<dyn SpanHooks>>,
@@ -46,11 +51,13 @@ pub struct TraceReload {
 // === impl Reloader ===
 
 impl Reloader {
-    /// A reloader for the chains built from `settings.config_file`.
+    /// A reloader for the routes and chains built from
+    /// `settings.config_file`.
     pub fn new(
         path: PathBuf,
         settings: Settings,
-        chains: Vec<(Chain, Forward)>,
+        routes: Routes,
+        chains: Vec<Chain>,
         tracing: TraceReload,
         succeeded: Counter,
         failed: Counter,
@@ -59,6 +66,7 @@ impl Reloader {
             path,
             current: parking_lot::Mutex::new(settings),
             chains,
+            routes,
             tracing,
             span_hooks: Vec::new(),
             propagators: Vec::new(),
@@ -93,34 +101,34 @@ impl Reloader {
     pub fn reload(&self) -> Result<(), ConfigError> {
         let result = self.try_reload();
         match &result {
-            Ok(()) => {
+            Ok((kept, filters)) => {
                 self.succeeded.increment(1);
-                tracing::info!(file = %self.path.display(), "configuration reloaded");
+                tracing::info!(file = %self.path.display(), filters, kept, "configuration reloaded; unchanged filters kept their state");
             }
             Err(e) => {
                 self.failed.increment(1);
                 tracing::error!(error = %e, "configuration reload rejected; keeping the running configuration");
             }
         }
-        result
+        result.map(drop)
     }
 
-    fn try_reload(&self) -> Result<(), ConfigError> {
+    /// Returns how many filters kept their state, of how many.
+    fn try_reload(&self) -> Result<(usize, usize), ConfigError> {
         let file = load_file(&self.path)?;
         let mut current = self.current.lock();
+        let table = RouteTable::from_config(&file.routes);
         let mut rebuilt = Vec::with_capacity(self.chains.len());
-        for (chain, forward) in &self.chains {
-            let chain = chain.rebuild(&file.filters, forward).map_err(|(i, e)| {
-                ConfigError::invalid(format!("filters[{i}].{}", e.field), e.message)
-                    .in_file(&self.path)
-            })?;
-            rebuilt.push(chain);
+        for chain in &self.chains {
+            let chains = chain
+                .rebuild(&file.filters, &file.routes, &table)
+                .map_err(|e| ConfigError::invalid(e.path, e.message).in_file(&self.path))?;
+            rebuilt.push(chains);
         }
         let mut tracing = file.tracing.clone();
         tracing
             .apply_env(&self.tracing.env)
             .map_err(|e| ConfigError::invalid(e.field, e.message).in_file(&self.path))?;
-        // Routes need a restart (they name metric series), so the running ones stay.
         file.logs.validate().map_err(|e| e.in_file(&self.path))?;
         file.metrics
             .export
@@ -128,7 +136,7 @@ impl Reloader {
             .map_err(|e| e.in_file(&self.path))?;
         let trace_settings = crate::stack::trace_settings(
             &tracing,
-            &current.routes,
+            &file.routes,
             self.tracing.metrics.clone(),
             &self.span_hooks,
             &self.propagators,
@@ -136,9 +144,16 @@ impl Reloader {
         )
         .map_err(|e| ConfigError::invalid(e.field, e.message).in_file(&self.path))?;
         let trace_settings = Arc::new(trace_settings);
-        for ((chain, _), service) in self.chains.iter().zip(rebuilt) {
-            chain.swap(service);
+        let (kept, filters) = rebuilt.iter().fold((0, 0), |(k, n), c| {
+            let (kept, all) = c.kept();
+            (k + kept, n + all)
+        });
+        // Chains first: a request matched against the old table meanwhile
+        // is looked up again in the new one by the chain.
+        for (chain, chains) in self.chains.iter().zip(rebuilt) {
+            chain.swap(chains);
         }
+        self.routes.replace(table);
         for layer in &self.tracing.layers {
             layer.reload(trace_settings.clone());
         }
@@ -155,7 +170,6 @@ impl Reloader {
         let restart_needed = file.inbound.listen.is_some_and(|l| l != current.inbound)
             || file.admin.listen.is_some_and(|l| l != current.admin)
             || file.admin.expose != current.admin_expose
-            || file.routes.len() != current.routes.len()
             || file.limits != current.limits
             || file
                 .inbound
@@ -164,15 +178,16 @@ impl Reloader {
                 .and_then(|u| super::settings::parse_upstream(u).ok())
                 .is_some_and(|u| u.authority != current.upstream.authority);
         if restart_needed {
-            tracing::warn!("listen addresses, upstream, routes, limits and admin.expose changed in the file take effect on restart; filters were reloaded");
+            tracing::warn!("listen addresses, upstream, limits and admin.expose changed in the file take effect on restart; routes and filters were reloaded");
         }
         current.filters = file.filters;
+        current.routes = file.routes;
         current.tracing = tracing;
         current.logs = file.logs;
         if let Some(view) = &self.config_view {
             view.update(&current);
         }
-        Ok(())
+        Ok((kept, filters))
     }
 }
 

@@ -112,12 +112,14 @@ fn routes_parse_and_validate() {
         prefix: "api".into(),
         name: "a".into(),
         sample: None,
+        ..RouteConfig::default()
     }];
     assert_eq!(validate_routes(&bad).unwrap_err().field, "routes.prefix");
     let bad = [RouteConfig {
         prefix: "/api".into(),
         name: String::new(),
         sample: None,
+        ..RouteConfig::default()
     }];
     assert_eq!(validate_routes(&bad).unwrap_err().field, "routes.name");
 }

@@ -154,6 +154,7 @@ fn a_reload_renders_again_with_the_same_redaction() {
     let reloader = reload::Reloader::new(
         path.clone(),
         s,
+        filters::route::Routes::default(),
         Vec::new(),
         reload::TraceReload {
             layers: Vec::new(),
@@ -169,12 +170,41 @@ fn a_reload_renders_again_with_the_same_redaction() {
         .replace("file-t0ken", "rel0aded-t0ken")
         .replace("app-t0ken", "rel0aded-app")
         .replace("x-tenant]", "x-tenant, x-reloaded]");
-    std::fs::write(&path, reloaded).unwrap();
+    let generation =
+        |json: &str| serde_json::from_str::<Value>(json).unwrap()["generation"].clone();
+    let before = String::from_utf8(view.json().to_vec()).unwrap();
+    assert_eq!(generation(&before), 1, "{before}");
+    std::fs::write(
+        &path,
+        format!("{reloaded}routes:\n  - {{ prefix: /a, name: added }}\n"),
+    )
+    .unwrap();
     reloader.reload().unwrap();
     let json = String::from_utf8(view.json().to_vec()).unwrap();
     assert!(
         json.contains("x-reloaded"),
         "rendered again after the reload:\n{json}"
+    );
+    assert_eq!(generation(&json), 2, "{json}");
+    assert!(json.contains("\"added\""), "routes reload too:\n{json}");
+    let loaded_at = serde_json::from_str::<Value>(&json).unwrap()["loaded_at"].clone();
+    assert!(
+        loaded_at
+            .as_str()
+            .is_some_and(|t| humantime::parse_rfc3339(t).is_ok()),
+        "{loaded_at}"
+    );
+    // A bad file changes nothing, the rendering included.
+    std::fs::write(
+        &path,
+        format!("{reloaded}routes:\n  - {{ prefix: nope, name: bad }}\n"),
+    )
+    .unwrap();
+    assert!(reloader.reload().is_err());
+    assert_eq!(
+        view.json(),
+        json.as_bytes(),
+        "a rejected reload keeps the view"
     );
     assert_clean(&json);
     for secret in ["rel0aded-t0ken", "rel0aded-app"] {

@@ -27,9 +27,21 @@ fn recorder(series_limit: usize) -> (Arc<HttpMetrics>, PrometheusHandle) {
     (metrics, handle)
 }
 
+/// The name of the route at `index` in the table above.
+fn name(index: Option<usize>) -> Option<Arc<str>> {
+    index.map(|i| Arc::from(["orders", "slow"][i]))
+}
+
 /// Records one request of `ms` milliseconds on route index `route`.
 async fn request(m: &Arc<HttpMetrics>, route: Option<usize>, ms: u64, outcome: Outcome) {
-    let rec = m.start(&Method::GET, Version::HTTP_11, "http", route, None, None);
+    let rec = m.start(
+        &Method::GET,
+        Version::HTTP_11,
+        "http",
+        name(route),
+        None,
+        None,
+    );
     tokio::time::advance(Duration::from_millis(ms)).await;
     rec.finish(outcome);
 }
@@ -61,7 +73,14 @@ async fn summarises_the_histogram_per_route() {
     }
     request(&m, Some(0), 8, status(404)).await;
     request(&m, Some(0), 200, status(503)).await;
-    let cancelled = m.start(&Method::GET, Version::HTTP_11, "http", Some(0), None, None);
+    let cancelled = m.start(
+        &Method::GET,
+        Version::HTTP_11,
+        "http",
+        name(Some(0)),
+        None,
+        None,
+    );
     tokio::time::advance(Duration::from_millis(30)).await;
     drop(cancelled);
     // slow: one request past the last bucket.

@@ -22,6 +22,7 @@ fn routed(mut s: SpanRecord, name: &str) -> SpanRecord {
         index: 0,
         name: Arc::from(name),
         sample: None,
+        generation: 0,
     }));
     s
 }

@@ -3,63 +3,32 @@
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
-use arc_swap::ArcSwap;
 use filters::{
     catch_panic::CatchPanicLayer,
-    filter_metrics::FilterMetrics,
     metrics::HttpMetrics,
-    registry::{build_chain_recording, ConfigError, FilterConfig},
+    registry::ConfigError,
     trace::{
         hooks::SpanHooks, propagation::custom::DynPropagator, RouteConfig, TraceLayer,
         TraceMetrics, TraceSettings, TracingConfig,
     },
-    HttpBody, HttpService,
+    HttpBody,
 };
-use futures_util::future::Either;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tower::{util::BoxCloneSyncService, Service, ServiceBuilder, ServiceExt};
+use tower::{Service, ServiceBuilder};
 
+mod chain;
+
+pub use self::chain::{Chain, ChainError, Chains};
 use crate::{
     client_body::ClientBody,
-    forward::{is_grpc, strip_hop_by_hop, Forward},
+    forward::{is_grpc, strip_hop_by_hop},
     logs::LogsConfig,
     rescue::RescueLayer,
     tunnel::{ConnectPolicy, TunnelLayer},
     validate::ValidateLayer,
 };
-
-/// The configured filter chain over the forwarder, swapped whole on reload.
-#[derive(Clone)]
-pub struct Chain {
-    current: Arc<ArcSwap<Configured>>,
-    metrics: FilterMetrics,
-}
-
-/// What a chain runs: the forwarder itself when no filter is configured,
-/// so the common case pays for no boxed service clone and no boxed future
-/// per request, else the built filters over it.
-pub enum Configured {
-    /// No filters.
-    Forward(Forward),
-    /// The filters, outermost first, over the forwarder.
-    Filters(HttpService),
-}
-
-/// Builds `filters` over `forward`, recording into `metrics`: the same for
-/// start-up and reload. The error carries the failing filter's index.
-fn configured(
-    filters: &[FilterConfig],
-    forward: &Forward,
-    metrics: &FilterMetrics,
-) -> Result<Configured, (usize, ConfigError)> {
-    if filters.is_empty() {
-        return Ok(Configured::Forward(forward.clone()));
-    }
-    build_chain_recording(filters, BoxCloneSyncService::new(forward.clone()), metrics)
-        .map(Configured::Filters)
-}
 
 /// Builds a listener's stack.
 ///
@@ -142,62 +111,4 @@ pub fn trace_settings(
         .cloned()
         .fold(settings, TraceSettings::with_propagator)
         .with_access(logs.access, logs.stdout))
-}
-
-// === impl Chain ===
-
-impl Chain {
-    /// The chain of `filters` over `forward`, its filters recording into
-    /// `metrics`. The error carries the failing filter's index.
-    pub fn build(
-        filters: &[FilterConfig],
-        forward: &Forward,
-        metrics: FilterMetrics,
-    ) -> Result<Self, (usize, ConfigError)> {
-        let current = configured(filters, forward, &metrics)?;
-        Ok(Self {
-            current: Arc::new(ArcSwap::from_pointee(current)),
-            metrics,
-        })
-    }
-
-    /// `filters` over `forward` built as this chain's, ready to [`swap`](Self::swap) in.
-    pub fn rebuild(
-        &self,
-        filters: &[FilterConfig],
-        forward: &Forward,
-    ) -> Result<Configured, (usize, ConfigError)> {
-        configured(filters, forward, &self.metrics)
-    }
-
-    /// Replaces the chain; requests in flight finish on the old one.
-    pub fn swap(&self, service: Configured) {
-        self.current.store(Arc::new(service));
-    }
-}
-
-impl Service<Request<HttpBody>> for Chain {
-    type Response = Response<HttpBody>;
-    type Error = filters::Error;
-    type Future = Either<
-        <Forward as Service<Request<HttpBody>>>::Future,
-        tower::util::Oneshot<HttpService, Request<HttpBody>>,
-    >;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        // Readiness is the current chain's, checked in `call` through oneshot:
-        // filters answer limits in `call`, so this never parks a connection.
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<HttpBody>) -> Self::Future {
-        match &**self.current.load() {
-            // Always ready (see `Forward::poll_ready`).
-            Configured::Forward(forward) => Either::Left(forward.clone().call(req)),
-            Configured::Filters(service) => Either::Right(service.clone().oneshot(req)),
-        }
-    }
 }
