@@ -91,6 +91,7 @@ where
 
     fn call(&mut self, mut req: http::Request<HttpBody>) -> Self::Future {
         let recording = begin(&self.metrics, self.scheme, &mut req);
+        measure_request_body(&self.metrics, &mut req);
         ResponseFuture {
             inner: self.inner.call(req),
             recording: Some(recording),
@@ -141,8 +142,9 @@ where
 }
 
 /// Starts recording `req` into `metrics`: matches its route (put in the
-/// request extensions for the layers below), takes the service-graph hop
-/// header off, and wraps a request body to measure its size. For a layer
+/// request extensions for the layers below) and takes the service-graph hop
+/// header off; the caller measures the request body (see
+/// [`HttpMetrics::request_size`]). For a layer
 /// that records RED metrics as part of its own work (the trace layer's
 /// [`with_metrics`](crate::trace::TraceLayer::with_metrics)).
 pub fn begin(
@@ -170,6 +172,13 @@ pub fn begin(
     if let Some(route) = route {
         req.extensions_mut().insert(route);
     }
+    recording
+}
+
+/// Records the size of `req`'s body in the request-size histogram when the
+/// body ends, for [`RedService`]; the trace layer records it from the one
+/// body counter its span uses.
+fn measure_request_body(metrics: &HttpMetrics, req: &mut http::Request<HttpBody>) {
     if let Some(size) = metrics.request_size(req.method()) {
         if req.body().is_end_stream() {
             // Most requests have no body: record without wrapping (and boxing) it.
@@ -180,7 +189,6 @@ pub fn begin(
             *req.body_mut() = EosBody::new(body, size).boxed_unsync();
         }
     }
-    recording
 }
 
 /// The destination of an outbound request: its URI authority (h2, or an

@@ -18,6 +18,7 @@ use std::{
 use http::StatusCode;
 use http_body::Body as _;
 use http_body_util::BodyExt;
+use metrics::Histogram;
 
 use super::{
     context::hex_str,
@@ -47,24 +48,38 @@ pub(crate) enum RequestBytes {
     Counted(Arc<AtomicU64>),
 }
 
-struct CountRequest(Arc<AtomicU64>);
+/// The one observer of a streaming request body: the span's byte count and
+/// the RED request-size histogram.
+struct CountRequest {
+    bytes: Arc<AtomicU64>,
+    histogram: Option<Histogram>,
+}
 
 // === impl RequestBytes ===
 
 impl RequestBytes {
     /// Learns the request body's size, wrapping the body only when its
-    /// length is not known up front (streaming uploads).
-    pub(crate) fn watch(req: &mut Request) -> Self {
+    /// length is not known up front (streaming uploads), and records it in
+    /// `histogram` (the RED request size) once known.
+    pub(crate) fn watch(req: &mut Request, histogram: Option<Histogram>) -> Self {
         let body = req.body();
-        if body.is_end_stream() {
-            return Self::Known(0);
-        }
-        if let Some(exact) = body.size_hint().exact() {
-            return Self::Known(exact);
+        let known = match body.is_end_stream() {
+            true => Some(0),
+            false => body.size_hint().exact(),
+        };
+        if let Some(bytes) = known {
+            if let Some(h) = histogram {
+                h.record(bytes as f64);
+            }
+            return Self::Known(bytes);
         }
         let counter = Arc::new(AtomicU64::new(0));
+        let count = CountRequest {
+            bytes: counter.clone(),
+            histogram,
+        };
         let body = std::mem::replace(req.body_mut(), crate::empty_body());
-        *req.body_mut() = EosBody::new(body, CountRequest(counter.clone())).boxed_unsync();
+        *req.body_mut() = EosBody::new(body, count).boxed_unsync();
         Self::Counted(counter)
     }
 
@@ -78,7 +93,10 @@ impl RequestBytes {
 
 impl OnEos for CountRequest {
     fn on_eos(self, _: Eos<'_>, bytes: u64) {
-        self.0.store(bytes, Ordering::Relaxed);
+        self.bytes.store(bytes, Ordering::Relaxed);
+        if let Some(h) = self.histogram {
+            h.record(bytes as f64);
+        }
     }
 }
 

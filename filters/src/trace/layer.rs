@@ -383,7 +383,11 @@ where
         record.sampled = decision.sampled;
         record.sampling_reason = decision.reason;
 
-        let request_bytes = RequestBytes::watch(&mut req);
+        let request_size = self
+            .red
+            .as_ref()
+            .and_then(|red| red.metrics.request_size(req.method()).cloned());
+        let request_bytes = RequestBytes::watch(&mut req, request_size);
         let log_span = tracing::debug_span!(
             target: "sidetrace::request",
             "request",
