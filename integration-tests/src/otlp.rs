@@ -432,26 +432,17 @@ impl ReceivedSpan {
 
     /// A string span attribute.
     pub fn str(&self, key: &str) -> Option<&str> {
-        match self.attr(key)? {
-            any_value::Value::StringValue(s) => Some(s),
-            _ => None,
-        }
+        find_str(&self.span.attributes, key)
     }
 
     /// An integer span attribute.
     pub fn int(&self, key: &str) -> Option<i64> {
-        match self.attr(key)? {
-            any_value::Value::IntValue(i) => Some(*i),
-            _ => None,
-        }
+        find_int(&self.span.attributes, key)
     }
 
     /// A string resource attribute.
     pub fn resource_str(&self, key: &str) -> Option<&str> {
-        match find(&self.resource, key)? {
-            any_value::Value::StringValue(s) => Some(s),
-            _ => None,
-        }
+        find_str(&self.resource, key)
     }
 
     /// The trace id, 32 hex digits.
@@ -495,6 +486,20 @@ fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
         .find(|kv| kv.key == key)
         .and_then(|kv| kv.value.as_ref())
         .and_then(|v| v.value.as_ref())
+}
+
+fn find_str<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    match find(attrs, key)? {
+        any_value::Value::StringValue(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn find_int(attrs: &[KeyValue], key: &str) -> Option<i64> {
+    match find(attrs, key)? {
+        any_value::Value::IntValue(i) => Some(*i),
+        _ => None,
+    }
 }
 
 /// Lower-case hex of `bytes`.

@@ -7,7 +7,7 @@ use opentelemetry_proto::tonic::{
     logs::v1::LogRecord,
 };
 
-use super::{find, hex, signal, Export, Otlp};
+use super::{find, find_int, find_str, hex, signal, Export, Otlp};
 
 /// One logs export request as received.
 pub type ReceivedLogs = Export<ExportLogsServiceRequest>;
@@ -86,18 +86,12 @@ impl ReceivedLog {
 
     /// A string attribute.
     pub fn str(&self, key: &str) -> Option<&str> {
-        match self.attr(key)? {
-            any_value::Value::StringValue(s) => Some(s),
-            _ => None,
-        }
+        find_str(&self.record.attributes, key)
     }
 
     /// An integer attribute.
     pub fn int(&self, key: &str) -> Option<i64> {
-        match self.attr(key)? {
-            any_value::Value::IntValue(i) => Some(*i),
-            _ => None,
-        }
+        find_int(&self.record.attributes, key)
     }
 
     /// A float attribute.
@@ -133,9 +127,6 @@ impl ReceivedLog {
 
     /// A string resource attribute.
     pub fn resource_str(&self, key: &str) -> Option<&str> {
-        match find(&self.resource, key)? {
-            any_value::Value::StringValue(s) => Some(s),
-            _ => None,
-        }
+        find_str(&self.resource, key)
     }
 }
