@@ -1,6 +1,12 @@
 //! HTTP clients for tests: HTTP/1.1 and h2c (prior knowledge), and raw TCP.
 
-use std::net::SocketAddr;
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, Version};
@@ -78,6 +84,30 @@ impl Client {
                 .unwrap(),
         )
         .await
+    }
+
+    /// Sends `total` GETs of `url` from `concurrency` tasks sharing this
+    /// client; returns how many were answered 200. The load that shows a
+    /// collector down or slow costs requests nothing.
+    pub async fn load(&self, url: &str, total: usize, concurrency: usize) -> usize {
+        let ok = Arc::new(AtomicUsize::new(0));
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency {
+            let (client, url) = (self.clone(), url.to_string());
+            let (ok, next) = (ok.clone(), next.clone());
+            tasks.push(tokio::spawn(async move {
+                while next.fetch_add(1, Ordering::SeqCst) < total {
+                    if client.get(&url).await.status == StatusCode::OK {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        ok.load(Ordering::SeqCst)
     }
 
     /// Sends and reads the whole response, within [`crate::PATIENCE`].

@@ -31,9 +31,9 @@ use std::{
 };
 
 use opentelemetry_proto::tonic::{
-    collector::trace::v1::{
-        trace_service_server::{TraceService, TraceServiceServer},
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    collector::{
+        logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+        trace::v1::ExportTraceServiceRequest,
     },
     common::v1::{any_value, KeyValue},
     trace::v1::{span, status, Span},
@@ -47,14 +47,16 @@ use tokio::{
 mod http_server;
 pub mod logs;
 pub mod metrics;
+mod signal;
 mod tls;
 
-use self::tls::TlsOptions;
 pub use self::{
     logs::{ReceivedLog, ReceivedLogs},
     metrics::ReceivedMetrics,
+    signal::Export,
     tls::TlsConnection,
 };
+use self::{signal::Taken, tls::TlsOptions};
 use crate::pki::Leaf;
 
 /// How the receiver answers exports.
@@ -85,16 +87,8 @@ pub struct OtlpBuilder {
     tls: Option<TlsOptions>,
 }
 
-/// One export request as received.
-#[derive(Clone, Debug)]
-pub struct Received {
-    /// The decoded request.
-    pub request: ExportTraceServiceRequest,
-    /// The body came gzipped (`content-encoding: gzip`).
-    pub gzip: bool,
-    /// The request's headers (gRPC: its metadata as HTTP headers).
-    pub headers: http::HeaderMap,
-}
+/// One trace export request as received.
+pub type Received = Export<ExportTraceServiceRequest>;
 
 /// A received span with its resource and scope, flattened.
 #[derive(Clone, Debug)]
@@ -114,25 +108,21 @@ pub struct Otlp {
     protocol: Protocol,
     tls: bool,
     shared: Arc<Shared>,
-    received: watch::Receiver<Vec<Received>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
 
 struct Shared {
-    received: watch::Sender<Vec<Received>>,
+    traces: Taken<ExportTraceServiceRequest>,
+    logs: Taken<ExportLogsServiceRequest>,
+    metrics: Taken<ExportMetricsServiceRequest>,
     /// 0 = ok, 1 = unavailable, otherwise slow by this many ms + 1.
     mode: AtomicU64,
-    attempts: AtomicUsize,
     in_flight: AtomicUsize,
     release: Notify,
     decode_errors: watch::Sender<Vec<String>>,
     tls_connections: watch::Sender<Vec<TlsConnection>>,
     handshake_failures: AtomicUsize,
-    logs: watch::Sender<Vec<ReceivedLogs>>,
-    log_attempts: AtomicUsize,
-    metrics: watch::Sender<Vec<ReceivedMetrics>>,
-    metric_attempts: AtomicUsize,
 }
 
 // === impl Otlp ===
@@ -210,7 +200,7 @@ impl Otlp {
 
     /// Trace export calls received so far, taken or not (logs: [`Otlp::log_attempts`]).
     pub fn attempts(&self) -> usize {
-        self.shared.attempts.load(Ordering::SeqCst)
+        self.shared.traces.attempts()
     }
 
     /// Export calls being held right now (slow mode).
@@ -220,29 +210,26 @@ impl Otlp {
 
     /// Export requests taken so far.
     pub fn requests(&self) -> Vec<Received> {
-        self.received.borrow().clone()
+        self.shared.traces.exports()
     }
 
     /// Every span taken so far, with its resource.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
-        flatten(&self.received.borrow())
+        flatten(&self.shared.traces.exports.borrow())
     }
 
     /// Waits until at least `n` spans were taken, within [`crate::PATIENCE`];
     /// returns all spans taken so far.
     pub async fn wait_for_spans(&self, n: usize) -> Vec<ReceivedSpan> {
-        let mut rx = self.received.clone();
-        let waited =
-            tokio::time::timeout(crate::PATIENCE, rx.wait_for(|r| count_spans(r) >= n)).await;
-        match waited {
-            Ok(Ok(_)) => self.spans(),
-            _ => panic!(
+        if !self.shared.traces.wait_for(|r| count_spans(r) >= n).await {
+            panic!(
                 "waited for {n} spans, the receiver has {} ({} export calls, decode errors: {:?})",
                 self.spans().len(),
                 self.attempts(),
                 self.shared.decode_errors.borrow()
-            ),
+            );
         }
+        self.spans()
     }
 
     /// Waits until `f` holds of the spans taken so far, within
@@ -252,12 +239,10 @@ impl Otlp {
         what: &str,
         f: impl Fn(&[ReceivedSpan]) -> bool,
     ) -> Vec<ReceivedSpan> {
-        let mut rx = self.received.clone();
-        let waited = tokio::time::timeout(crate::PATIENCE, rx.wait_for(|r| f(&flatten(r)))).await;
-        match waited {
-            Ok(Ok(_)) => self.spans(),
-            _ => panic!("waited for {what}; spans: {:#?}", self.spans()),
+        if !self.shared.traces.wait_for(|r| f(&flatten(r))).await {
+            panic!("waited for {what}; spans: {:#?}", self.spans());
         }
+        self.spans()
     }
 
     /// Stops the receiver; fails the test if a body could not be decoded or
@@ -303,31 +288,11 @@ fn count_spans(received: &[Received]) -> usize {
 }
 
 fn flatten(received: &[Received]) -> Vec<ReceivedSpan> {
-    let mut out = Vec::new();
-    for r in received {
-        for rs in &r.request.resource_spans {
-            let resource = rs
-                .resource
-                .as_ref()
-                .map(|r| r.attributes.clone())
-                .unwrap_or_default();
-            for ss in &rs.scope_spans {
-                let scope = ss
-                    .scope
-                    .as_ref()
-                    .map(|s| s.name.clone())
-                    .unwrap_or_default();
-                for s in &ss.spans {
-                    out.push(ReceivedSpan {
-                        resource: resource.clone(),
-                        scope: scope.clone(),
-                        span: s.clone(),
-                    });
-                }
-            }
-        }
-    }
-    out
+    signal::flatten(received, |resource, scope, span| ReceivedSpan {
+        resource,
+        scope,
+        span,
+    })
 }
 
 // === impl OtlpBuilder ===
@@ -363,20 +328,16 @@ impl OtlpBuilder {
     pub async fn run(self) -> Otlp {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (received_tx, received) = watch::channel(Vec::new());
         let shared = Arc::new(Shared {
-            received: received_tx,
+            traces: Taken::default(),
+            logs: Taken::default(),
+            metrics: Taken::default(),
             mode: AtomicU64::new(0),
-            attempts: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             release: Notify::new(),
             decode_errors: watch::channel(Vec::new()).0,
             tls_connections: watch::channel(Vec::new()).0,
             handshake_failures: AtomicUsize::new(0),
-            logs: watch::channel(Vec::new()).0,
-            log_attempts: AtomicUsize::new(0),
-            metrics: watch::channel(Vec::new()).0,
-            metric_attempts: AtomicUsize::new(0),
         });
         shared.set_mode(self.mode);
         let (stop, stopped) = oneshot::channel::<()>();
@@ -390,14 +351,10 @@ impl OtlpBuilder {
                 stopped,
             )),
             (None, Protocol::Grpc) => {
-                let svc = TraceServiceServer::new(GrpcReceiver(shared.clone()));
-                let logs = logs::service(&shared);
-                let metrics = metrics::service(&shared);
+                let routes = signal::grpc_routes(&shared);
                 tokio::spawn(async move {
                     tonic::transport::Server::builder()
-                        .add_service(svc)
-                        .add_service(logs)
-                        .add_service(metrics)
+                        .add_routes(routes)
                         .serve_with_incoming_shutdown(
                             tonic::transport::server::TcpIncoming::from(listener),
                             async move {
@@ -417,7 +374,6 @@ impl OtlpBuilder {
             protocol: self.protocol,
             tls,
             shared,
-            received,
             stop: Some(stop),
             task: Some(task),
         }
@@ -444,17 +400,6 @@ impl Shared {
         }
     }
 
-    /// Applies the mode to one export: `true` when it was taken, `false`
-    /// when refused.
-    async fn answer(&self, received: Received) -> bool {
-        self.attempts.fetch_add(1, Ordering::SeqCst);
-        if !self.admit().await {
-            return false;
-        }
-        self.received.send_modify(|r| r.push(received));
-        true
-    }
-
     /// The mode's verdict on one export (held first in slow mode).
     async fn admit(&self) -> bool {
         match self.mode() {
@@ -477,33 +422,6 @@ impl Shared {
     }
 }
 
-// === gRPC ===
-
-struct GrpcReceiver(Arc<Shared>);
-
-#[tonic::async_trait]
-impl TraceService for GrpcReceiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let headers = request.metadata().clone().into_headers();
-        let gzip = headers
-            .get("grpc-encoding")
-            .is_some_and(|v| v.as_bytes() == b"gzip");
-        let received = Received {
-            request: request.into_inner(),
-            gzip,
-            headers,
-        };
-        if self.0.answer(received).await {
-            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-        } else {
-            Err(tonic::Status::unavailable("the test collector is down"))
-        }
-    }
-}
-
 // === impl ReceivedSpan ===
 
 impl ReceivedSpan {
@@ -514,26 +432,17 @@ impl ReceivedSpan {
 
     /// A string span attribute.
     pub fn str(&self, key: &str) -> Option<&str> {
-        match self.attr(key)? {
-            any_value::Value::StringValue(s) => Some(s),
-            _ => None,
-        }
+        find_str(&self.span.attributes, key)
     }
 
     /// An integer span attribute.
     pub fn int(&self, key: &str) -> Option<i64> {
-        match self.attr(key)? {
-            any_value::Value::IntValue(i) => Some(*i),
-            _ => None,
-        }
+        find_int(&self.span.attributes, key)
     }
 
     /// A string resource attribute.
     pub fn resource_str(&self, key: &str) -> Option<&str> {
-        match find(&self.resource, key)? {
-            any_value::Value::StringValue(s) => Some(s),
-            _ => None,
-        }
+        find_str(&self.resource, key)
     }
 
     /// The trace id, 32 hex digits.
@@ -577,6 +486,20 @@ fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
         .find(|kv| kv.key == key)
         .and_then(|kv| kv.value.as_ref())
         .and_then(|v| v.value.as_ref())
+}
+
+fn find_str<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    match find(attrs, key)? {
+        any_value::Value::StringValue(s) => Some(s),
+        _ => None,
+    }
+}
+
+fn find_int(attrs: &[KeyValue], key: &str) -> Option<i64> {
+    match find(attrs, key)? {
+        any_value::Value::IntValue(i) => Some(*i),
+        _ => None,
+    }
 }
 
 /// Lower-case hex of `bytes`.

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod drain;
 pub mod echo;
 pub mod export;
+pub mod exposition;
 pub mod forward;
 pub mod inject;
 pub mod listen;

@@ -4,19 +4,21 @@
 use std::{convert::Infallible, io::Read, sync::Arc};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use opentelemetry_proto::tonic::collector::{
-    logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse},
-    metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse},
-    trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse},
+    logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+    trace::v1::ExportTraceServiceRequest,
 };
 use prost::Message;
 use tokio::{net::TcpListener, sync::oneshot};
 
-use super::{Received, ReceivedLogs, ReceivedMetrics, Shared};
+use super::{
+    signal::{Export, Signal},
+    Shared,
+};
 
 pub(super) async fn serve_http(
     listener: TcpListener,
@@ -42,14 +44,9 @@ pub(super) async fn serve_http(
 }
 
 pub(super) async fn handle_http(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let answer = |status: StatusCode, body: &'static str| {
-        let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-        *resp.status_mut() = status;
-        resp
-    };
-    let logs = req.uri().path() == "/v1/logs";
-    let metrics = req.uri().path() == "/v1/metrics";
-    if req.method() != http::Method::POST || !(logs || metrics || req.uri().path() == "/v1/traces")
+    let path = req.uri().path();
+    if req.method() != http::Method::POST
+        || !matches!(path, "/v1/traces" | "/v1/logs" | "/v1/metrics")
     {
         shared.decode_error(format!("unexpected {} {}", req.method(), req.uri()));
         return answer(
@@ -84,70 +81,48 @@ pub(super) async fn handle_http(shared: &Shared, req: Request<Incoming>) -> Resp
     } else {
         body
     };
-    if metrics {
-        let request = match ExportMetricsServiceRequest::decode(body) {
-            Ok(r) => r,
-            Err(e) => {
-                shared.decode_error(format!("metrics protobuf: {e}"));
-                return answer(StatusCode::BAD_REQUEST, "bad protobuf\n");
-            }
-        };
-        let received = ReceivedMetrics {
-            request,
-            gzip,
-            headers: parts.headers,
-        };
-        return if shared.answer_metrics(received).await {
-            protobuf(ExportMetricsServiceResponse::default().encode_to_vec())
-        } else {
-            answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the test collector is down\n",
-            )
-        };
+    match parts.uri.path() {
+        "/v1/logs" => take::<ExportLogsServiceRequest>(shared, body, gzip, parts.headers).await,
+        "/v1/metrics" => {
+            take::<ExportMetricsServiceRequest>(shared, body, gzip, parts.headers).await
+        }
+        _ => take::<ExportTraceServiceRequest>(shared, body, gzip, parts.headers).await,
     }
-    if logs {
-        let request = match ExportLogsServiceRequest::decode(body) {
-            Ok(r) => r,
-            Err(e) => {
-                shared.decode_error(format!("logs protobuf: {e}"));
-                return answer(StatusCode::BAD_REQUEST, "bad protobuf\n");
-            }
-        };
-        let received = ReceivedLogs {
-            request,
-            gzip,
-            headers: parts.headers,
-        };
-        return if shared.answer_logs(received).await {
-            protobuf(ExportLogsServiceResponse::default().encode_to_vec())
-        } else {
-            answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the test collector is down\n",
-            )
-        };
-    }
-    let request = match ExportTraceServiceRequest::decode(body) {
+}
+
+/// Decodes one export of signal `R` and answers it as the mode says.
+async fn take<R: Signal>(
+    shared: &Shared,
+    body: Bytes,
+    gzip: bool,
+    headers: HeaderMap,
+) -> Response<Full<Bytes>> {
+    let request = match R::decode(body) {
         Ok(r) => r,
         Err(e) => {
-            shared.decode_error(format!("protobuf: {e}"));
+            shared.decode_error(format!("{}protobuf: {e}", R::NAME));
             return answer(StatusCode::BAD_REQUEST, "bad protobuf\n");
         }
     };
-    let received = Received {
+    let export = Export {
         request,
         gzip,
-        headers: parts.headers,
+        headers,
     };
-    if shared.answer(received).await {
-        protobuf(ExportTraceServiceResponse::default().encode_to_vec())
+    if shared.take(export).await {
+        protobuf(R::Response::default().encode_to_vec())
     } else {
         answer(
             StatusCode::SERVICE_UNAVAILABLE,
             "the test collector is down\n",
         )
     }
+}
+
+fn answer(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp
 }
 
 fn protobuf(body: Vec<u8>) -> Response<Full<Bytes>> {

@@ -14,13 +14,12 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
 };
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
 use rustls::{server::WebPkiClientVerifier, RootCertStore, ServerConfig};
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use tokio::{net::TcpListener, sync::oneshot};
 use tokio_rustls::TlsAcceptor;
 
-use super::{http_server::handle_http, GrpcReceiver, Protocol, Shared};
+use super::{http_server::handle_http, signal::grpc_routes, Protocol, Shared};
 use crate::pki::Leaf;
 
 /// How long a client may take over its handshake.
@@ -90,9 +89,7 @@ pub(super) async fn serve(
 ) {
     let acceptor = options.acceptor();
     // Both services on one connection, routed by path, as a collector does.
-    let grpc = tonic::service::Routes::new(TraceServiceServer::new(GrpcReceiver(shared.clone())))
-        .add_service(super::logs::service(&shared))
-        .add_service(super::metrics::service(&shared));
+    let grpc = grpc_routes(&shared);
     loop {
         let (tcp, _) = tokio::select! {
             _ = &mut stop => return,

@@ -27,30 +27,6 @@ fn vm_rss_kb() -> u64 {
         .expect("VmRSS in /proc/self/status")
 }
 
-/// Sends `total` GETs of `path` through `proxy` from `tasks` keep-alive
-/// HTTP/1.1 clients; returns how many were answered 200.
-async fn load(proxy: &Proxy, path: &str, total: usize, tasks: usize) -> usize {
-    let ok = Arc::new(AtomicUsize::new(0));
-    let next = Arc::new(AtomicUsize::new(0));
-    let url = proxy.url(path);
-    let mut handles = Vec::new();
-    for _ in 0..tasks {
-        let (ok, next, url) = (ok.clone(), next.clone(), url.clone());
-        handles.push(tokio::spawn(async move {
-            let client = Client::http1();
-            while next.fetch_add(1, Ordering::SeqCst) < total {
-                if client.get(&url).await.status == StatusCode::OK {
-                    ok.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        }));
-    }
-    for h in handles {
-        h.await.unwrap();
-    }
-    ok.load(Ordering::SeqCst)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collector_down_costs_requests_nothing() {
     let up = Upstream::echo().await;
@@ -62,11 +38,12 @@ async fn collector_down_costs_requests_nothing() {
     );
     let proxy = Proxy::from_yaml(&yaml).upstream(up.url()).run().await;
     // Warm up (connections, allocator arenas) before the baseline.
-    assert_eq!(load(&proxy, "/warm", 200, 32).await, 200);
+    let client = Client::http1();
+    assert_eq!(client.load(&proxy.url("/warm"), 200, 32).await, 200);
     let before = vm_rss_kb();
     let total = 10_000;
     assert_eq!(
-        load(&proxy, "/x", total, 32).await,
+        client.load(&proxy.url("/x"), total, 32).await,
         total,
         "every request succeeds with the collector down"
     );
@@ -128,7 +105,8 @@ async fn collector_refusing_exports_is_retried_then_dropped() {
         otlp.endpoint()
     );
     let proxy = Proxy::from_yaml(&yaml).upstream(up.url()).run().await;
-    assert_eq!(load(&proxy, "/x", 5, 1).await, 5);
+    let client = Client::http1();
+    assert_eq!(client.load(&proxy.url("/x"), 5, 1).await, 5);
     // 5 attempts in all (100 ms doubling backoff), then the batch is dropped.
     assert_eventually!(
         metric_sum(
@@ -143,7 +121,7 @@ async fn collector_refusing_exports_is_retried_then_dropped() {
     assert_eq!(metric_sum(&text, "sidetrace_export_errors_total", &[]), 1.0);
     // The collector comes back: later spans go through.
     otlp.set_mode(crate::otlp::Mode::Ok);
-    assert_eq!(load(&proxy, "/y", 5, 1).await, 5);
+    assert_eq!(client.load(&proxy.url("/y"), 5, 1).await, 5);
     let spans = otlp.wait_for_spans(5).await;
     assert!(spans.iter().all(|s| s.str("url.path") == Some("/y")));
     proxy.shutdown();
@@ -164,14 +142,15 @@ async fn slow_collector_does_not_hold_requests() {
         otlp.endpoint()
     );
     let proxy = Proxy::from_yaml(&yaml).upstream(up.url()).run().await;
-    assert_eq!(load(&proxy, "/first", 5, 1).await, 5);
+    let client = Client::http1();
+    assert_eq!(client.load(&proxy.url("/first"), 5, 1).await, 5);
     assert_eventually!(
         otlp.in_flight() == 1,
         "the first batch reaches the collector and is held"
     );
     let attempts = otlp.attempts();
     assert_eq!(
-        load(&proxy, "/burst", 200, 8).await,
+        client.load(&proxy.url("/burst"), 200, 8).await,
         200,
         "requests complete while the export is stuck"
     );

@@ -12,6 +12,8 @@ use std::{collections::HashMap, fmt::Write};
 
 use filters::metrics::exemplar::{ExemplarSeries, Exemplars};
 
+use crate::exposition::{self, Line, Sample};
+
 /// A series by its metric name and its labels, sorted.
 type SeriesId<'a> = (&'a str, Vec<(&'a str, &'a str)>);
 
@@ -43,37 +45,46 @@ pub fn render(text: &str, exemplars: &[ExemplarSeries]) -> String {
         .collect();
     let mut out = String::with_capacity(text.len() + text.len() / 8);
     for line in text.lines() {
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# ") {
-            let (keyword, rest) = rest.split_once(' ').unwrap_or((rest, ""));
-            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-            let family = family_name(name, types.get(name).copied());
-            let tail = match (keyword, types.get(name).copied()) {
+        match Line::read(line) {
+            Line::Help { name, text } => {
+                let family = family_name(name, types.get(name).copied());
+                let _ = writeln!(out, "# HELP {family} {text}");
+            }
+            Line::Type { name, kind } => {
+                let family = family_name(name, Some(kind));
                 // A counter's samples must end in `_total`; one that does
                 // not is exposed as `unknown`.
-                ("TYPE", Some("counter")) if family == name => "unknown",
-                _ => tail,
-            };
-            let _ = writeln!(out, "# {keyword} {family} {tail}");
-            continue;
+                let kind = match kind {
+                    "counter" if family == name => "unknown",
+                    kind => kind,
+                };
+                let _ = writeln!(out, "# TYPE {family} {kind}");
+            }
+            Line::Sample(sample) => {
+                out.push_str(line);
+                if let Some(exemplar) = exemplar_for(&sample, &by_series) {
+                    out.push_str(&exemplar);
+                }
+                out.push('\n');
+            }
+            Line::Other if line.is_empty() => {}
+            Line::Other => {
+                out.push_str(line);
+                out.push('\n');
+            }
         }
-        out.push_str(line);
-        if let Some(exemplar) = exemplar_for(line, &by_series) {
-            out.push_str(&exemplar);
-        }
-        out.push('\n');
     }
     out.push_str("# EOF\n");
     out
 }
 
-/// `# TYPE` of every family in the text.
+/// `# TYPE` of every family in the text, as written.
 fn family_types(text: &str) -> HashMap<&str, &str> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split_once(' '))
+    exposition::lines(text)
+        .filter_map(|line| match line {
+            Line::Type { name, kind } => Some((name, kind)),
+            _ => None,
+        })
         .collect()
 }
 
@@ -84,14 +95,17 @@ fn family_name<'a>(name: &'a str, kind: Option<&str>) -> &'a str {
     }
 }
 
-/// The exemplar text for a `_bucket` sample line of a series that has one.
-fn exemplar_for(line: &str, by_series: &HashMap<SeriesId<'_>, &Exemplars>) -> Option<String> {
-    let (name, rest) = line.split_once('{')?;
-    let name = name.strip_suffix("_bucket")?;
-    let (labels, _) = rest.rsplit_once('}')?;
+/// The exemplar text for a `_bucket` sample of a series that has one.
+/// Label values are compared as written, escapes and all: a registered
+/// value matches only when it needs none.
+fn exemplar_for(
+    sample: &Sample<'_>,
+    by_series: &HashMap<SeriesId<'_>, &Exemplars>,
+) -> Option<String> {
+    let name = sample.name.strip_suffix("_bucket")?;
     let mut le = None;
     let mut pairs = Vec::new();
-    for (k, v) in parse_labels(labels)? {
+    for (k, v) in sample.raw_labels() {
         if k == "le" {
             le = Some(v);
         } else {
@@ -104,7 +118,7 @@ fn exemplar_for(line: &str, by_series: &HashMap<SeriesId<'_>, &Exemplars>) -> Op
     let index = match le? {
         "+Inf" => bounds.len(),
         bound => {
-            let bound: f64 = bound.parse().ok()?;
+            let bound = exposition::number(bound)?;
             bounds.iter().position(|b| *b == bound)?
         }
     };
@@ -119,25 +133,6 @@ fn exemplar_for(line: &str, by_series: &HashMap<SeriesId<'_>, &Exemplars>) -> Op
         e.unix_millis / 1000,
         e.unix_millis % 1000
     ))
-}
-
-/// `k="v",k2="v2"` into pairs; values keep their escapes (they are
-/// compared with registered values only when they have none).
-fn parse_labels(text: &str) -> Option<Vec<(&str, &str)>> {
-    let mut pairs = Vec::new();
-    let mut rest = text;
-    while !rest.is_empty() {
-        let (key, after) = rest.split_once("=\"")?;
-        let bytes = after.as_bytes();
-        let mut end = 0;
-        while end < bytes.len() && bytes[end] != b'"' {
-            end += if bytes[end] == b'\\' { 2 } else { 1 };
-        }
-        let value = after.get(..end)?;
-        pairs.push((key.trim_start_matches(','), value));
-        rest = after.get(end + 1..)?.trim_start_matches(',');
-    }
-    Some(pairs)
 }
 
 #[cfg(test)]

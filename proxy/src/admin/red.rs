@@ -10,9 +10,11 @@
 //! two samples in time; the body carries `process_start_time_seconds` for a
 //! since-start average before it has them.
 
-use std::collections::BTreeMap;
+use std::{borrow::Cow, collections::BTreeMap};
 
 use serde::Serialize;
+
+use crate::exposition::{self, Line};
 
 /// The histogram summarised.
 const METRIC: &str = "http_server_request_duration_seconds";
@@ -70,8 +72,8 @@ struct Acc {
     cumulative: BTreeMap<Bound, u64>,
 }
 
-/// A sample's labels, as `(name, value)` pairs in exposition order.
-type Labels = Vec<(String, String)>;
+/// A sample's labels, values unescaped, in exposition order.
+type Labels<'a> = [(&'a str, Cow<'a, str>)];
 
 /// A bucket bound, ordered numerically (`+Inf` last).
 #[derive(Clone, Copy, Debug)]
@@ -88,18 +90,22 @@ impl Red {
         let mut routes: BTreeMap<(bool, String), Acc> = BTreeMap::new();
         let mut all = Acc::default();
         let mut start = None;
-        for line in text.lines() {
-            if let Some(v) = line.strip_prefix("process_start_time_seconds ") {
-                start = v.trim().parse::<f64>().ok();
+        for line in exposition::lines(text) {
+            let Line::Sample(sample) = line else {
+                continue;
+            };
+            if sample.name == "process_start_time_seconds" {
+                start = sample.number();
                 continue;
             }
-            let Some(rest) = line.strip_prefix(METRIC) else {
+            let Some(suffix) = sample.name.strip_prefix(METRIC) else {
                 continue;
             };
-            let Some((suffix, labels, value)) = split_sample(rest) else {
+            let Some(value) = sample.number() else {
                 continue;
             };
-            let overflow = labels.iter().any(|(k, v)| k == "overflow" && v == "true");
+            let labels: Vec<_> = sample.labels().collect();
+            let overflow = label(&labels, "overflow") == Some("true");
             let route = label(&labels, "http_route").unwrap_or_default().to_string();
             routes
                 .entry((overflow, route))
@@ -156,10 +162,10 @@ impl Ord for Bound {
 impl Acc {
     /// Adds one sample line of the histogram: `suffix` is `_bucket`,
     /// `_sum` or `_count`.
-    fn add(&mut self, suffix: &str, labels: &[(String, String)], value: f64) {
+    fn add(&mut self, suffix: &str, labels: &Labels<'_>, value: f64) {
         match suffix {
             "_bucket" => {
-                if let Some(le) = label(labels, "le").and_then(parse_float) {
+                if let Some(le) = label(labels, "le").and_then(exposition::number) {
                     *self.cumulative.entry(Bound(le)).or_default() += value as u64;
                 }
             }
@@ -251,56 +257,11 @@ fn quantile(q: f64, bounds: &[f64], cumulative: &[u64]) -> Option<f64> {
     Some(lower + (upper - lower) * (rank - below as f64) / inside as f64)
 }
 
-/// Splits `_bucket{a="b",le="0.1"} 3` into its suffix, labels and value.
-fn split_sample(rest: &str) -> Option<(&str, Labels, f64)> {
-    let brace = rest.find('{')?;
-    let suffix = &rest[..brace];
-    let (labels, tail) = parse_labels(&rest[brace + 1..])?;
-    let value = tail.split_whitespace().next().and_then(parse_float)?;
-    Some((suffix, labels, value))
-}
-
-/// Reads `k="v",...}` (the text after `{`), unescaping `\\`, `\"` and `\n`
-/// as the exposition format escapes them; answers the labels and the rest
-/// of the line after `}`.
-fn parse_labels(mut s: &str) -> Option<(Labels, &str)> {
-    let mut labels = Vec::new();
-    loop {
-        s = s.trim_start_matches(',');
-        if let Some(rest) = s.strip_prefix('}') {
-            return Some((labels, rest));
-        }
-        let (key, rest) = s.split_once("=\"")?;
-        let mut value = String::new();
-        let mut chars = rest.char_indices();
-        let end = loop {
-            match chars.next()? {
-                (i, '"') => break i,
-                (_, '\\') => match chars.next()?.1 {
-                    'n' => value.push('\n'),
-                    c => value.push(c),
-                },
-                (_, c) => value.push(c),
-            }
-        };
-        labels.push((key.trim().to_string(), value));
-        s = &rest[end + 1..];
-    }
-}
-
-fn label<'a>(labels: &'a [(String, String)], key: &str) -> Option<&'a str> {
+fn label<'a>(labels: &'a Labels<'_>, key: &str) -> Option<&'a str> {
     labels
         .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
-fn parse_float(s: &str) -> Option<f64> {
-    match s {
-        "+Inf" => Some(f64::INFINITY),
-        "-Inf" => Some(f64::NEG_INFINITY),
-        s => s.parse().ok(),
-    }
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.as_ref())
 }
 
 #[cfg(test)]

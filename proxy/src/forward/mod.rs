@@ -57,7 +57,7 @@ use self::{
         upstream_error_kind, Failed,
     },
     headers::prepare_headers,
-    protocol::{Fallback, Plan},
+    protocol::Plan,
     replay::Replay,
     upgrade::tunnel,
 };
@@ -276,7 +276,7 @@ impl Shared {
         // Until the app has answered over HTTP/2 once, keep what is needed to
         // resend a bodiless request as HTTP/1.1 if it turns out not to speak it.
         let fallback = (self.may_downgrade(&plan) && req.body().is_end_stream())
-            .then(|| Fallback::capture(&req));
+            .then(|| Replay::capture(&req));
 
         let recording = self.metrics.as_ref().map(|m| {
             let scheme = if scheme_is_https(req.uri()) {

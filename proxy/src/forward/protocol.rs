@@ -1,12 +1,13 @@
 //! Protocol choice: HTTP/1.1 or HTTP/2 to the upstream, decided per
 //! request from `upstream_protocol`, the scheme, the request's own version
-//! and what the app has shown it speaks; and the HTTP/1.1 resend of a
-//! bodiless request to an app that turned out not to speak HTTP/2.
+//! and what the app has shown it speaks. The HTTP/1.1 resend of a bodiless
+//! request to an app that turned out not to speak HTTP/2 is a
+//! [`super::replay::Replay`].
 
 use http::{
-    header::{self, HeaderMap, HeaderValue},
+    header::{self, HeaderValue},
     uri::{Authority, Scheme},
-    Method, Request, Uri, Version,
+    Request, Version,
 };
 use http_body::Body;
 
@@ -89,45 +90,5 @@ impl Plan {
             }
         }
         *req.version_mut() = Version::HTTP_11;
-    }
-}
-
-/// What is kept of a bodiless request sent over HTTP/2 to an app not yet
-/// known to speak it, to resend it over HTTP/1.1 if it does not.
-pub(super) struct Fallback {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-}
-
-impl Fallback {
-    /// Keeps what `req` (ready to send) needs to be sent again.
-    pub(super) fn capture(req: &Request<HttpBody>) -> Self {
-        Self {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            headers: req.headers().clone(),
-        }
-    }
-
-    /// The request again, over HTTP/1.1 (with `Host`, which HTTP/2 left out).
-    pub(super) fn into_http1(self) -> Request<HttpBody> {
-        let Self {
-            method,
-            uri,
-            mut headers,
-        } = self;
-        if let Some(host) = uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            headers.entry(header::HOST).or_insert(host);
-        }
-        let mut req = Request::new(filters::empty_body());
-        *req.method_mut() = method;
-        *req.uri_mut() = uri;
-        *req.headers_mut() = headers;
-        *req.version_mut() = Version::HTTP_11;
-        req
     }
 }

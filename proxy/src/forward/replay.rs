@@ -1,13 +1,18 @@
-//! One retry for a request the app never began to answer because it closed
-//! the connection (a pooled keep-alive connection it had just closed, most
-//! often), only when the request is safe to replay: an idempotent method
-//! and no body, so a second delivery changes nothing and nothing has to be
-//! kept but the head.
+//! Sending a bodiless request again from a copy of its head: once more when
+//! the app never began to answer because it closed the connection (a
+//! pooled keep-alive connection it had just closed, most often), only when
+//! the request is safe to replay: an idempotent method and no body, so a
+//! second delivery changes nothing and nothing has to be kept but the head;
+//! and over HTTP/1.1 when an app not yet known to speak HTTP/2 turns out
+//! not to ([`super::protocol`]).
 
 use filters::HttpBody;
-use http::{HeaderMap, Method, Request, Uri, Version};
+use http::{
+    header::{self, HeaderValue},
+    HeaderMap, Method, Request, Uri, Version,
+};
 
-/// The head of a request that may be sent again.
+/// The head of a bodiless request, kept to send it again.
 pub(super) struct Replay {
     method: Method,
     uri: Uri,
@@ -29,12 +34,18 @@ impl Replay {
                 | Method::PUT
                 | Method::DELETE
         );
-        (idempotent && req.body().is_end_stream()).then(|| Self {
+        (idempotent && req.body().is_end_stream()).then(|| Self::capture(req))
+    }
+
+    /// The head of `req` (ready to send), whatever its method; the caller
+    /// knows it has no body.
+    pub(super) fn capture(req: &Request<HttpBody>) -> Self {
+        Self {
             method: req.method().clone(),
             uri: req.uri().clone(),
             headers: req.headers().clone(),
             version: req.version(),
-        })
+        }
     }
 
     /// The request again, with no body.
@@ -45,6 +56,19 @@ impl Replay {
         *req.headers_mut() = self.headers;
         *req.version_mut() = self.version;
         req
+    }
+
+    /// The request again, over HTTP/1.1 (with `Host`, which HTTP/2 left out).
+    pub(super) fn into_http1(mut self) -> Request<HttpBody> {
+        if let Some(host) = self
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            self.headers.entry(header::HOST).or_insert(host);
+        }
+        self.version = Version::HTTP_11;
+        self.into_request()
     }
 }
 
@@ -100,5 +124,20 @@ mod tests {
         assert!(Replay::of(&req(Method::PUT, b"x")).is_none());
         let again = Replay::of(&req(Method::HEAD, b"")).unwrap().into_request();
         assert_eq!(again.method(), Method::HEAD);
+    }
+
+    #[test]
+    fn the_http1_resend_keeps_the_head_and_adds_host() {
+        let mut sent = req(Method::POST, b"");
+        *sent.uri_mut() = Uri::from_static("http://app:8080/orders?id=1");
+        *sent.version_mut() = Version::HTTP_2;
+        sent.headers_mut()
+            .insert("x-request-id", HeaderValue::from_static("42"));
+        let again = Replay::capture(&sent).into_http1();
+        assert_eq!(again.method(), Method::POST);
+        assert_eq!(again.uri(), sent.uri());
+        assert_eq!(again.version(), Version::HTTP_11);
+        assert_eq!(again.headers()["x-request-id"], "42");
+        assert_eq!(again.headers()[header::HOST], "app:8080");
     }
 }

@@ -10,8 +10,9 @@
 //! ```
 //!
 //! One registry, one rendering: the push reads the very text a scrape gets
-//! ([`crate::admin::exposition`]), as `/debug/red` does, so the two channels
-//! cannot disagree on a count, a bucket bound or a series limit. The
+//! ([`crate::admin::exposition`]) with the reader `/debug/red` uses
+//! ([`crate::exposition`]), so the two channels cannot disagree on a
+//! count, a bucket bound or a series limit. The
 //! recorder keeps no readable registry of its own (histogram samples are
 //! folded into buckets only when it renders) and the `process_*` families
 //! exist only in the rendering, so the text is the one complete view. The
@@ -38,7 +39,6 @@
 //! ```
 
 mod config;
-pub mod exposition;
 pub mod otlp;
 mod push;
 

@@ -40,11 +40,11 @@ use opentelemetry_proto::tonic::{
 };
 use opentelemetry_semantic_conventions::{attribute as attr, metric as semconv};
 
-use super::{
-    config::Temporality,
+use super::config::Temporality;
+use crate::{
+    export::otlp::{FAILURE_CATEGORY, SCOPE},
     exposition::{Family, Kind, Labels, Value},
 };
-use crate::export::otlp::{FAILURE_CATEGORY, SCOPE};
 
 /// Exposed name, OTLP name and unit of the instruments the semantic
 /// conventions define.

@@ -23,9 +23,10 @@ use tokio::{
     time::{Instant, MissedTickBehavior},
 };
 
-use super::{exposition, otlp::Converter, MetricsExportConfig, Schedule};
+use super::{otlp::Converter, MetricsExportConfig, Schedule};
 use crate::{
     export::{export_runtime, ExportConfigError, ExportMetrics, ExportSettings, Exporter, Signal},
+    exposition,
     tls::client::ClientTls,
 };
 

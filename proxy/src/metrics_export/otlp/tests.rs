@@ -6,7 +6,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 
 use super::*;
-use crate::metrics_export::exposition::parse;
+use crate::exposition::parse;
 
 fn resource() -> Resource {
     Resource::new(

@@ -1,13 +1,18 @@
-//! The Prometheus text `/metrics` serves, read back into metric families
-//! with their series, so the push sends exactly what a scrape at the same
-//! moment would show.
+//! The Prometheus text `/metrics` serves, read back by everything that
+//! reads it: `/debug/red` and the OpenMetrics rendering ([`crate::admin`])
+//! go line by line ([`Line`]), keeping the text's order and spelling; the
+//! OTLP metrics push ([`crate::metrics_export`]) reads it into metric
+//! families with their series ([`parse`]), so it sends exactly what a
+//! scrape at the same moment would show. One reader means a sample, a
+//! label value or an escape cannot be understood two ways.
 //!
 //! Only what our recorder writes is read: `# HELP` and `# TYPE` lines ahead
 //! of each family, counters and gauges as one sample per series,
 //! histograms as cumulative `_bucket{le}` samples then `_sum` and `_count`,
 //! summaries as `{quantile}` samples then `_sum` and `_count`. A line that
-//! cannot be read is skipped, as `/debug/red` does: one odd line must not
-//! stop the push of the rest.
+//! cannot be read is skipped: one odd line must not hide the rest.
+
+use std::borrow::Cow;
 
 /// A series' labels, `(name, value)` in exposition order, unescaped.
 pub type Labels = Vec<(String, String)>;
@@ -79,47 +84,73 @@ pub enum Value {
     },
 }
 
+/// One line of an exposition, borrowed from the text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Line<'a> {
+    /// `# HELP name text`, the text still escaped.
+    Help {
+        /// The family named.
+        name: &'a str,
+        /// The help text as written.
+        text: &'a str,
+    },
+    /// `# TYPE name type`.
+    Type {
+        /// The family named.
+        name: &'a str,
+        /// The type as written (`counter`, `untyped`, ...).
+        kind: &'a str,
+    },
+    /// `name{labels} value [timestamp]`.
+    Sample(Sample<'a>),
+    /// A blank line, another comment or a line that cannot be read.
+    Other,
+}
+
+/// One sample line; its labels were checked to be well formed when the
+/// line was read, so iterating them cannot fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sample<'a> {
+    /// The sample's name, with its `_bucket`, `_sum`... suffix.
+    pub name: &'a str,
+    /// The text between the braces.
+    labels: &'a str,
+    /// The value as written.
+    pub value: &'a str,
+}
+
+/// A sample's labels with their values as written (still escaped), in
+/// exposition order.
+#[derive(Clone, Debug)]
+pub struct RawLabels<'a>(&'a str);
+
+/// Reads an exposition line by line.
+pub fn lines(text: &str) -> impl Iterator<Item = Line<'_>> {
+    text.lines().map(Line::read)
+}
+
 /// Reads an exposition into families, in order.
 pub fn parse(text: &str) -> Vec<Family> {
     let mut families: Vec<Family> = Vec::new();
-    let mut help: Option<(String, String)> = None;
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            if let Some((name, text)) = rest.split_once(' ') {
-                help = Some((name.to_string(), unescape_help(text)));
+    let mut help: Option<(&str, &str)> = None;
+    for line in lines(text) {
+        match line {
+            Line::Help { name, text } => help = Some((name, text)),
+            Line::Type { name, kind } => {
+                let help = match help.take() {
+                    Some((n, h)) if n == name => unescape(h).into_owned(),
+                    _ => String::new(),
+                };
+                families.push(Family {
+                    name: name.to_string(),
+                    kind: Kind::of(kind),
+                    help,
+                    series: Vec::new(),
+                });
             }
-            continue;
+            Line::Sample(sample) => add_sample(&mut families, &sample),
+            Line::Other => {}
         }
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let mut parts = rest.split_whitespace();
-            let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
-                continue;
-            };
-            let kind = match kind {
-                "counter" => Kind::Counter,
-                "histogram" => Kind::Histogram,
-                "summary" => Kind::Summary,
-                _ => Kind::Gauge,
-            };
-            let help = match help.take() {
-                Some((n, h)) if n == name => h,
-                _ => String::new(),
-            };
-            families.push(Family {
-                name: name.to_string(),
-                kind,
-                help,
-                series: Vec::new(),
-            });
-            continue;
-        }
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let Some((name, labels, value)) = split_sample(line) else {
-            continue;
-        };
-        add_sample(&mut families, name, labels, value);
     }
     for f in &mut families {
         f.series.retain(|s| match &s.value {
@@ -133,10 +164,164 @@ pub fn parse(text: &str) -> Vec<Family> {
     families
 }
 
-fn add_sample(families: &mut Vec<Family>, name: &str, mut labels: Labels, raw: &str) {
-    let Some(value) = parse_float(raw) else {
+/// A number as the exposition writes it (`+Inf` and `-Inf` included).
+pub fn number(text: &str) -> Option<f64> {
+    match text {
+        "+Inf" => Some(f64::INFINITY),
+        "-Inf" => Some(f64::NEG_INFINITY),
+        text => text.parse().ok(),
+    }
+}
+
+/// Undoes the exposition's escapes (`\\`, `\"`, `\n`) of a label value or
+/// help text; borrows when there are none.
+pub fn unescape(text: &str) -> Cow<'_, str> {
+    if !text.contains('\\') {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some(c) => out.push(c),
+                None => out.push('\\'),
+            },
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+// === impl Kind ===
+
+impl Kind {
+    /// The kind a `# TYPE` line names; what we do not read as another
+    /// kind (`untyped`, `gauge`) is a gauge.
+    fn of(kind: &str) -> Self {
+        match kind {
+            "counter" => Kind::Counter,
+            "histogram" => Kind::Histogram,
+            "summary" => Kind::Summary,
+            _ => Kind::Gauge,
+        }
+    }
+}
+
+// === impl Line ===
+
+impl<'a> Line<'a> {
+    /// Reads one line (without its line break).
+    pub fn read(line: &'a str) -> Self {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            return match rest.split_once(' ') {
+                Some((name, text)) => Line::Help { name, text },
+                None => Line::Other,
+            };
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            return match (parts.next(), parts.next()) {
+                (Some(name), Some(kind)) => Line::Type { name, kind },
+                _ => Line::Other,
+            };
+        }
+        if line.starts_with('#') || line.trim().is_empty() {
+            return Line::Other;
+        }
+        Sample::read(line).map_or(Line::Other, Line::Sample)
+    }
+}
+
+// === impl Sample ===
+
+impl<'a> Sample<'a> {
+    /// Splits `name{a="b"} 3` (or `name 3`) into name, labels and value.
+    fn read(line: &'a str) -> Option<Self> {
+        let end = line.find(['{', ' '])?;
+        let name = &line[..end];
+        let (labels, tail) = match line[end..].strip_prefix('{') {
+            Some(rest) => split_labels(rest)?,
+            None => ("", &line[end..]),
+        };
+        let value = tail.split_whitespace().next()?;
+        Some(Self {
+            name,
+            labels,
+            value,
+        })
+    }
+
+    /// The value as a number.
+    pub fn number(&self) -> Option<f64> {
+        number(self.value)
+    }
+
+    /// The labels, values as written: what is compared with the text
+    /// itself, without an allocation.
+    pub fn raw_labels(&self) -> RawLabels<'a> {
+        RawLabels(self.labels)
+    }
+
+    /// The labels, values unescaped.
+    pub fn labels(&self) -> impl Iterator<Item = (&'a str, Cow<'a, str>)> {
+        self.raw_labels().map(|(key, value)| (key, unescape(value)))
+    }
+}
+
+// === impl RawLabels ===
+
+impl<'a> Iterator for RawLabels<'a> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self.0.trim_start_matches(',');
+        let (key, rest) = rest.split_once("=\"")?;
+        let end = closing_quote(rest)?;
+        self.0 = &rest[end + 1..];
+        Some((key.trim(), &rest[..end]))
+    }
+}
+
+/// Splits `k="v",...}` (the text after `{`) into the labels' text and the
+/// rest of the line after `}`; `None` when the labels are not well formed.
+fn split_labels(text: &str) -> Option<(&str, &str)> {
+    let mut rest = text;
+    loop {
+        rest = rest.trim_start_matches(',');
+        if let Some(after) = rest.strip_prefix('}') {
+            return Some((&text[..text.len() - rest.len()], after));
+        }
+        let (_, value) = rest.split_once("=\"")?;
+        rest = &value[closing_quote(value)? + 1..];
+    }
+}
+
+/// Where the quoted value that `text` starts (after its opening quote)
+/// ends, past escaped quotes.
+fn closing_quote(text: &str) -> Option<usize> {
+    let mut chars = text.char_indices();
+    loop {
+        match chars.next()? {
+            (i, '"') => return Some(i),
+            (_, '\\') => {
+                chars.next()?;
+            }
+            _ => {}
+        }
+    }
+}
+
+fn add_sample(families: &mut Vec<Family>, sample: &Sample<'_>) {
+    let Some(value) = sample.number() else {
         return;
     };
+    let (name, raw) = (sample.name, sample.value);
+    let mut labels: Labels = sample
+        .labels()
+        .map(|(key, value)| (key.to_string(), value.into_owned()))
+        .collect();
     // The sample belongs to the family just opened; an untyped sample
     // without one becomes a gauge family of its own.
     let family = match families.last_mut() {
@@ -177,7 +362,7 @@ fn add_sample(families: &mut Vec<Family>, name: &str, mut labels: Labels, raw: &
             else {
                 return;
             };
-            match (suffix, le.as_deref().and_then(parse_float)) {
+            match (suffix, le.as_deref().and_then(number)) {
                 ("_bucket", Some(bound)) => {
                     if bound.is_finite() {
                         bounds.push(bound);
@@ -204,7 +389,7 @@ fn add_sample(families: &mut Vec<Family>, name: &str, mut labels: Labels, raw: &
             else {
                 return;
             };
-            match (suffix, q.as_deref().and_then(parse_float)) {
+            match (suffix, q.as_deref().and_then(number)) {
                 ("", Some(q)) => quantiles.push((q, value)),
                 ("_sum", _) => *sum = value,
                 ("_count", _) => *count = value as u64,
@@ -248,68 +433,6 @@ fn series_for(
 fn take_label(labels: &mut Labels, key: &str) -> Option<String> {
     let i = labels.iter().position(|(k, _)| k == key)?;
     Some(labels.remove(i).1)
-}
-
-/// Splits `name{a="b"} 3` (or `name 3`) into name, labels and value text.
-fn split_sample(line: &str) -> Option<(&str, Labels, &str)> {
-    let end = line.find(['{', ' '])?;
-    let name = &line[..end];
-    let (labels, tail) = match line[end..].strip_prefix('{') {
-        Some(rest) => parse_labels(rest)?,
-        None => (Vec::new(), &line[end..]),
-    };
-    let value = tail.split_whitespace().next()?;
-    Some((name, labels, value))
-}
-
-/// Reads `k="v",...}` (the text after `{`), unescaping `\\`, `\"` and `\n`.
-fn parse_labels(mut s: &str) -> Option<(Labels, &str)> {
-    let mut labels = Vec::new();
-    loop {
-        s = s.trim_start_matches(',');
-        if let Some(rest) = s.strip_prefix('}') {
-            return Some((labels, rest));
-        }
-        let (key, rest) = s.split_once("=\"")?;
-        let mut value = String::new();
-        let mut chars = rest.char_indices();
-        let end = loop {
-            match chars.next()? {
-                (i, '"') => break i,
-                (_, '\\') => match chars.next()?.1 {
-                    'n' => value.push('\n'),
-                    c => value.push(c),
-                },
-                (_, c) => value.push(c),
-            }
-        };
-        labels.push((key.trim().to_string(), value));
-        s = &rest[end + 1..];
-    }
-}
-
-fn unescape_help(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => match chars.next() {
-                Some('n') => out.push('\n'),
-                Some(c) => out.push(c),
-                None => out.push('\\'),
-            },
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn parse_float(s: &str) -> Option<f64> {
-    match s {
-        "+Inf" => Some(f64::INFINITY),
-        "-Inf" => Some(f64::NEG_INFINITY),
-        s => s.parse().ok(),
-    }
 }
 
 #[cfg(test)]
@@ -408,5 +531,43 @@ process_cpu_seconds_total 0.25
         );
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].name, "c");
+    }
+
+    #[test]
+    fn lines_keep_the_text_as_written() {
+        let read: Vec<_> = lines(
+            "# HELP a_total Help with \\n.\n# TYPE a_total untyped\na_total{r=\"x \\\"y\\\"\",le=\"+Inf\"} 3 1700000000\n\n# other\nbroken{r=\"x} 1\n",
+        )
+        .collect();
+        assert_eq!(
+            read[..2],
+            [
+                Line::Help {
+                    name: "a_total",
+                    text: "Help with \\n."
+                },
+                Line::Type {
+                    name: "a_total",
+                    kind: "untyped"
+                },
+            ]
+        );
+        let Line::Sample(sample) = read[2] else {
+            panic!("a sample: {:?}", read[2]);
+        };
+        assert_eq!((sample.name, sample.value), ("a_total", "3"));
+        assert_eq!(sample.number(), Some(3.0));
+        assert_eq!(
+            sample.raw_labels().collect::<Vec<_>>(),
+            [("r", "x \\\"y\\\""), ("le", "+Inf")]
+        );
+        assert_eq!(
+            sample
+                .labels()
+                .map(|(k, v)| (k, v.into_owned()))
+                .collect::<Vec<_>>(),
+            [("r", "x \"y\"".to_string()), ("le", "+Inf".to_string())]
+        );
+        assert_eq!(read[3..], [Line::Other, Line::Other, Line::Other]);
     }
 }
