@@ -304,10 +304,10 @@ where
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Ok(res)) => Poll::Ready(Ok(res)),
                 Poll::Ready(Err(e)) => {
-                    // Over HTTP/2 the client drops a failed request body's
-                    // error and reports the stream reset it sent instead:
-                    // without this the client would see a 502 blamed on the
-                    // upstream.
+                    // Over HTTP/2 hyper's client drops a failed request
+                    // body's error and the call fails with the stream reset
+                    // it sent, which names no cause: the limit is the cause
+                    // once this request's body tripped it.
                     if tripped.as_ref().is_some_and(|t| t.load(Ordering::Acquire)) {
                         return Poll::Ready(Err(BodyTooLarge { limit: *limit }.into()));
                     }
