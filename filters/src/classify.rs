@@ -55,6 +55,8 @@ pub enum ErrorType {
     Overloaded,
     /// A circuit breaker is open.
     CircuitOpen,
+    /// The request body was larger than a `max_body` limit.
+    BodyTooLarge,
     /// A filter panicked.
     Panic,
     /// The request itself was malformed.
@@ -114,6 +116,16 @@ pub struct Overloaded {
 pub struct CircuitOpen {
     /// How long until the breaker lets a probe through.
     pub retry_after: Duration,
+}
+
+/// The request body is larger than a `max_body` filter admits: declared so
+/// by its `Content-Length`, or found so as it streamed. The client's fault:
+/// 413, VALIDATION.
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than the limit of {limit} bytes")]
+pub struct BodyTooLarge {
+    /// The configured limit in bytes.
+    pub limit: u64,
 }
 
 /// A filter or hook panicked while handling the request.
@@ -305,6 +317,7 @@ impl ErrorType {
             Self::RateLimited => Cow::Borrowed("rate_limited"),
             Self::Overloaded => Cow::Borrowed("overloaded"),
             Self::CircuitOpen => Cow::Borrowed("circuit_open"),
+            Self::BodyTooLarge => Cow::Borrowed("body_too_large"),
             Self::Panic => Cow::Borrowed("panic"),
             Self::BadRequest => Cow::Borrowed("bad_request"),
             Self::Internal => Cow::Borrowed("internal"),
@@ -467,6 +480,15 @@ pub fn classify_error(error: &(dyn std::error::Error + 'static)) -> Synthetic {
                 GrpcCode::RESOURCE_EXHAUSTED,
                 Validation,
                 E::RateLimited,
+            );
+        }
+        if e.is::<BodyTooLarge>() {
+            // gRPC's own answer to a message over the receiver's limit.
+            return synthetic(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                GrpcCode::RESOURCE_EXHAUSTED,
+                Validation,
+                E::BodyTooLarge,
             );
         }
         if e.is::<Overloaded>() {
@@ -685,6 +707,13 @@ mod tests {
                 "panic",
             ),
             (Box::new(BadRequest("x")), 400, 3, Validation, "bad_request"),
+            (
+                Box::new(BodyTooLarge { limit: 1024 }),
+                413,
+                8,
+                Validation,
+                "body_too_large",
+            ),
             (
                 Box::new(UpstreamError {
                     kind: UpstreamErrorKind::ResponseHeadTimeout,

@@ -1,9 +1,9 @@
 //! What the configured filters do, as metrics: retries and exhausted
 //! budgets, circuit-breaker state and transitions, requests turned away by
-//! the rate and concurrency limits, timeouts fired. Each series is labelled
-//! by the filter (`filters[2].retry`), the listener (`inbound`,
-//! `outbound`) and the route whose chain it belongs to (`""` for the
-//! default chain, which serves every request).
+//! the rate and concurrency limits, bodies over a max_body limit, timeouts
+//! fired. Each series is labelled by the filter (`filters[2].retry`), the
+//! listener (`inbound`, `outbound`) and the route whose chain it belongs to
+//! (`""` for the default chain, which serves every request).
 //!
 //! Handles are registered when the chain is built, never per request.
 //!
@@ -30,6 +30,8 @@ pub const TIMEOUTS: &str = "sidetrace_filter_timeouts_total";
 pub const RATE_LIMITED: &str = "sidetrace_filter_rate_limited_total";
 /// Requests a concurrency-limit filter shed (503).
 pub const CONCURRENCY_REJECTED: &str = "sidetrace_filter_concurrency_rejected_total";
+/// Requests a max-body filter answered 413: declared or streamed past its limit.
+pub const BODY_TOO_LARGE: &str = "sidetrace_filter_body_too_large_total";
 /// Requests a retry filter sent again.
 pub const RETRY_ATTEMPTS: &str = "sidetrace_filter_retry_attempts_total";
 /// Retries a retry filter would have made but its budget refused.

@@ -21,6 +21,7 @@ pub mod connection;
 pub mod duration;
 pub mod filter_metrics;
 pub mod headers;
+pub mod max_body;
 pub mod metrics;
 pub mod rate_limit;
 pub mod registry;

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     circuit_breaker::CircuitBreakerConfig, concurrency_limit::ConcurrencyLimitConfig,
-    filter_metrics::FilterMetrics, headers::HeadersConfig, rate_limit::RateLimitConfig,
-    retry::RetryConfig, timeout::TimeoutConfig, HttpLayer,
+    filter_metrics::FilterMetrics, headers::HeadersConfig, max_body::MaxBodyConfig,
+    rate_limit::RateLimitConfig, retry::RetryConfig, timeout::TimeoutConfig, HttpLayer,
 };
 
 /// A filter: a typed config that builds a layer.
@@ -48,6 +48,8 @@ pub enum FilterConfig {
     CircuitBreaker(CircuitBreakerConfig),
     /// Adds and removes request and response headers.
     Headers(HeadersConfig),
+    /// Answers requests with a body over a size with 413.
+    MaxBody(MaxBodyConfig),
 }
 
 /// What a filter may use while it builds its layer.
@@ -81,6 +83,7 @@ impl FilterConfig {
             Self::RateLimit(_) => RateLimitConfig::NAME,
             Self::CircuitBreaker(_) => CircuitBreakerConfig::NAME,
             Self::Headers(_) => HeadersConfig::NAME,
+            Self::MaxBody(_) => MaxBodyConfig::NAME,
         }
     }
 
@@ -93,6 +96,7 @@ impl FilterConfig {
             Self::RateLimit(c) => c.validate(),
             Self::CircuitBreaker(c) => c.validate(),
             Self::Headers(c) => c.validate(),
+            Self::MaxBody(c) => c.validate(),
         }
     }
 
@@ -105,6 +109,7 @@ impl FilterConfig {
             Self::RateLimit(c) => c.layer(cx),
             Self::CircuitBreaker(c) => c.layer(cx),
             Self::Headers(c) => c.layer(cx),
+            Self::MaxBody(c) => c.layer(cx),
         }
     }
 }

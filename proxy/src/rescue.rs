@@ -226,6 +226,26 @@ mod tests {
             .contains("timed out"));
     }
 
+    #[tokio::test]
+    async fn a_body_too_large_is_413_validation_and_resource_exhausted_for_grpc() {
+        let e = || Box::new(filters::classify::BodyTooLarge { limit: 1024 });
+        let resp = rescue(e(), false).await;
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(resp.headers()[X_SIDETRACE_ERROR], "VALIDATION");
+        assert_eq!(
+            resp.extensions()
+                .get::<Failure>()
+                .unwrap()
+                .error_type
+                .as_str(),
+            "body_too_large"
+        );
+        let resp = rescue(e(), true).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["grpc-status"], "8");
+        assert_eq!(resp.headers()[X_SIDETRACE_ERROR], "VALIDATION");
+    }
+
     #[test]
     fn grpc_message_is_percent_encoded() {
         assert_eq!(percent_encode("a%b\nc"), "a%25b%0Ac");

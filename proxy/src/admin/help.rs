@@ -87,6 +87,11 @@ const FAMILIES: &[(&str, Option<Unit>, &str)] = &[
         "Requests a concurrency_limit filter shed (503), by filter, listener and route of its chain.",
     ),
     (
+        "sidetrace_filter_body_too_large_total",
+        None,
+        "Requests a max_body filter refused (413): a declared Content-Length over its limit, or a streamed body passing it; by filter, listener and route of its chain.",
+    ),
+    (
         "sidetrace_filter_retry_attempts_total",
         None,
         "Requests a retry filter sent again, by filter, listener and route of its chain.",

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use filters::classify::{ClientBodyError, UpstreamError, UpstreamErrorKind};
+use filters::classify::{
+    BodyTooLarge, ClientBodyError, ClientBodyErrorKind, UpstreamError, UpstreamErrorKind,
+};
 use http::uri::Authority;
 
 use hyper_util::client::legacy::connect::CaptureConnection;
@@ -21,12 +23,32 @@ pub(super) enum Failed {
     BodyNotTaken(Duration),
 }
 
-/// The client's own request body broke the call: its fault, not the upstream's.
+/// The client's own request body broke the call (its framing, or a size
+/// over a `max_body` limit): its fault, not the upstream's.
 pub(super) fn client_body_error(e: &hyper_util::client::legacy::Error) -> Option<filters::Error> {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(body) = s.downcast_ref::<ClientBodyError>() {
             return Some(ClientBodyError { kind: body.kind }.into());
+        }
+        if let Some(large) = s.downcast_ref::<BodyTooLarge>() {
+            return Some(BodyTooLarge { limit: large.limit }.into());
+        }
+        // hyper's HTTP/2 client keeps a failed request body's error to
+        // itself: it resets the stream from this side and the call fails
+        // with that reset. Nothing but the body makes this side reset a
+        // stream it is still waiting on, so it is the client's fault (a
+        // broken body, or a max_body limit, whose filter reports it as
+        // such), not an upstream that cannot speak HTTP/2.
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            if h2.is_reset() && !h2.is_remote() && !h2.is_library() {
+                return Some(
+                    ClientBodyError {
+                        kind: ClientBodyErrorKind::Framing,
+                    }
+                    .into(),
+                );
+            }
         }
         source = s.source();
     }
