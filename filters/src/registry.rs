@@ -166,6 +166,7 @@ filters:
   - rate_limit: { per_second: 500, burst: 100 }
   - circuit_breaker: { failure_ratio: 0.5, min_requests: 20, open_for: 10s }
   - headers: { request_add: {x-env: prod}, response_remove: [server] }
+  - max_body: { bytes: 1MiB }
 ";
 
     fn parse(yaml: &str) -> Result<Vec<FilterConfig>, String> {
@@ -200,7 +201,8 @@ filters:
                 "concurrency_limit",
                 "rate_limit",
                 "circuit_breaker",
-                "headers"
+                "headers",
+                "max_body"
             ]
         );
         match &filters[1] {

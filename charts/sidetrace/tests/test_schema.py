@@ -45,6 +45,8 @@ SCHEMA_CASES = {
     "unknown filter in a route": ({"sidetrace": {"config": {"routes": [
         {"prefix": "/a", "name": "a", "filters": [{"retries": {"attempts": 2}}]}]}}},
         ["/sidetrace/config/routes/0/filters/0", "retries", "not allowed"]),
+    "max_body without a unit it knows": ({"sidetrace": {"config": {"filters": [{"max_body": {"bytes": "1mib"}}]}}},
+                                         ["/sidetrace/config/filters/0/max_body/bytes"]),
     "route method not a method": ({"sidetrace": {"config": {"routes": [
         {"prefix": "/a", "name": "a", "method": "GET HEAD"}]}}}, ["/sidetrace/config/routes/0/method"]),
     "metrics push interval in ms": ({"sidetrace": {"config": {"metrics": {"export": {"interval": 30000}}}}},
@@ -110,7 +112,8 @@ def test_schema_accepts_routes_with_their_own_chains():
          "inherit": True, "filters": [{"retry": {"attempts": 3, "on": ["connect_error", 503]}}]},
         {"prefix": "/healthz", "name": "health", "sample": "never", "filters": []},
     ]
-    values = {"sidetrace": {"config": {"filters": [{"rate_limit": {"per_second": 100}}], "routes": routes}}}
+    values = {"sidetrace": {"config": {"filters": [{"rate_limit": {"per_second": 100}}, {"max_body": {"bytes": "1MiB"}}],
+                                       "routes": routes}}}
     with helm().Chart.load(str(CHART)) as chart:
         chart.validate_schema(values)
     (cm,) = [o for o in objects(render(values))
