@@ -36,6 +36,17 @@ async fn http1_and_h2c_reach_the_app_with_forwarding_headers() {
                 "h2 requests stay h2 to an h2c app"
             );
         }
+        // A caller's own X-Forwarded-For is kept, the client appended.
+        let req = client
+            .request("GET", &proxy.url("/headers"))
+            .header("x-forwarded-for", "203.0.113.7, 198.51.100.2")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let seen = client.send(req).await.json();
+        assert_eq!(
+            seen["headers"]["x-forwarded-for"][0], "203.0.113.7, 198.51.100.2, 127.0.0.1",
+            "{version}"
+        );
     }
     proxy.shutdown();
 }

@@ -82,12 +82,17 @@ pub(super) fn prepare_headers(req: &mut Request<HttpBody>, version: Version, upg
         },
     );
     if let Some(ip) = client {
-        let value = match headers.get(&X_FORWARDED_FOR).map(|v| v.to_str()) {
-            Some(Ok(prior)) => ip
-                .to_str()
-                .ok()
-                .and_then(|ip| HeaderValue::from_str(&format!("{prior}, {ip}")).ok()),
-            _ => Some(ip),
+        let value = match headers.get(&X_FORWARDED_FOR) {
+            // Appended in one buffer of the right size: one allocation.
+            Some(prior) => {
+                let mut joined =
+                    bytes::BytesMut::with_capacity(prior.len() + 2 + ip.as_bytes().len());
+                joined.extend_from_slice(prior.as_bytes());
+                joined.extend_from_slice(b", ");
+                joined.extend_from_slice(ip.as_bytes());
+                HeaderValue::from_maybe_shared(joined.freeze()).ok()
+            }
+            None => Some(ip),
         };
         if let Some(v) = value {
             headers.insert(X_FORWARDED_FOR.clone(), v);
