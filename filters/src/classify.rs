@@ -244,7 +244,10 @@ impl GrpcCode {
 
     /// The `grpc-status` of a trailers-only response's headers, or of trailers.
     pub fn from_headers(headers: &http::HeaderMap) -> Option<Self> {
-        Self::parse(headers.get("grpc-status")?.as_bytes())
+        // A `HeaderName` rather than a `&str`: a `&str` key is parsed and
+        // validated again on every lookup (every response, twice).
+        static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+        Self::parse(headers.get(&GRPC_STATUS)?.as_bytes())
     }
 
     /// Parses a `grpc-status` value; `None` when it is not a number.

@@ -182,11 +182,20 @@ impl OnEos for SpanEnd {
             let trace = record.sampled.then_some((record.trace_id, record.span_id));
             recording.finish_traced(outcome, trace);
         }
-        if inflight.settings.access_mode.selects(record) {
+        let selected = inflight.settings.access_mode.selects(record);
+        let logs = &inflight.sinks.logs;
+        if record.sampled || (selected && logs.is_enabled()) {
+            // Queued records wait for their batch (tens of milliseconds and
+            // hundreds of requests): holding slices of hyper's read buffer,
+            // each would keep that buffer alive and make hyper allocate a
+            // fresh one for the connection's next request. A few small
+            // copies here keep one buffer per connection.
+            record.compact();
+        }
+        if selected {
             if inflight.access_log {
                 access_log(record);
             }
-            let logs = &inflight.sinks.logs;
             if logs.is_enabled() {
                 logs.send(LogRecord::Access(AccessRecord::new(record)));
             }

@@ -12,6 +12,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use bytes::BytesMut;
 use http::{
     header::HeaderName,
     uri::{Authority, PathAndQuery},
@@ -238,23 +239,66 @@ impl SpanRecord {
     /// Copies every header value, path and authority the record holds into
     /// an allocation of its own. Those came from the request as slices of
     /// hyper's read buffer, and a slice keeps the whole buffer (kilobytes)
-    /// alive: a store that keeps spans for long compacts them first.
+    /// alive: a record queued for export or kept by the store compacts first.
+    ///
+    /// The values are copied into one buffer and sliced back out of it: two
+    /// allocations per record (the buffer and its shared header) whatever
+    /// the number of values, where a copy per value costs one or two each.
     pub fn compact(&mut self) {
-        fn header(v: &mut HeaderValue) {
-            if let Ok(owned) = HeaderValue::from_bytes(v.as_bytes()) {
+        fn header_len(v: &HeaderValue) -> usize {
+            v.len()
+        }
+        fn value_len(v: &AttrValue) -> usize {
+            match v {
+                AttrValue::Header(h) => h.len(),
+                _ => 0,
+            }
+        }
+        let mut len = 0;
+        for v in [&self.tracestate, &self.user_agent, &self.request_id]
+            .into_iter()
+            .flatten()
+        {
+            len += header_len(v);
+        }
+        len += self.path.as_ref().map_or(0, |p| p.as_str().len());
+        len += match &self.host {
+            Some(Host::Authority(a)) => a.as_str().len(),
+            Some(Host::Header(h)) => header_len(h),
+            None => 0,
+        };
+        len += self.upstream.as_ref().map_or(0, |a| a.as_str().len());
+        for c in &self.captured {
+            len += c.name.as_str().len() + header_len(&c.value);
+        }
+        for e in &self.events {
+            len += e
+                .attributes
+                .iter()
+                .map(|(_, v)| value_len(v))
+                .sum::<usize>();
+        }
+        len += self
+            .attributes
+            .iter()
+            .map(|(_, v)| value_len(v))
+            .sum::<usize>();
+        if len == 0 {
+            return;
+        }
+
+        let mut buf = BytesMut::with_capacity(len);
+        let mut copy = |bytes: &[u8]| {
+            buf.extend_from_slice(bytes);
+            buf.split().freeze()
+        };
+        let mut header = |v: &mut HeaderValue| {
+            let sensitive = v.is_sensitive();
+            if let Ok(mut owned) = HeaderValue::from_maybe_shared(copy(v.as_bytes())) {
+                owned.set_sensitive(sensitive);
                 *v = owned;
             }
-        }
-        fn authority(a: &mut Authority) {
-            if let Ok(owned) = Authority::try_from(a.as_str()) {
-                *a = owned;
-            }
-        }
-        fn value(v: &mut AttrValue) {
-            if let AttrValue::Header(h) = v {
-                header(h);
-            }
-        }
+        };
         for v in [
             &mut self.tracestate,
             &mut self.user_agent,
@@ -265,15 +309,37 @@ impl SpanRecord {
         {
             header(v);
         }
+        if let Some(Host::Header(h)) = &mut self.host {
+            header(h);
+        }
+        for c in &mut self.captured {
+            header(&mut c.value);
+        }
+        let events = self.events.iter_mut().flat_map(|e| e.attributes.iter_mut());
+        for v in events
+            .map(|(_, v)| v)
+            .chain(self.attributes.iter_mut().map(|(_, v)| v))
+        {
+            if let AttrValue::Header(h) = v {
+                header(h);
+            }
+        }
+        let mut copy = |bytes: &[u8]| {
+            buf.extend_from_slice(bytes);
+            buf.split().freeze()
+        };
         if let Some(p) = &mut self.path {
-            if let Ok(owned) = PathAndQuery::try_from(p.as_str()) {
+            if let Ok(owned) = PathAndQuery::from_maybe_shared(copy(p.as_str().as_bytes())) {
                 *p = owned;
             }
         }
-        match &mut self.host {
-            Some(Host::Authority(a)) => authority(a),
-            Some(Host::Header(h)) => header(h),
-            None => {}
+        let mut authority = |a: &mut Authority| {
+            if let Ok(owned) = Authority::from_maybe_shared(copy(a.as_str().as_bytes())) {
+                *a = owned;
+            }
+        };
+        if let Some(Host::Authority(a)) = &mut self.host {
+            authority(a);
         }
         if let Some(a) = &mut self.upstream {
             authority(a);
@@ -282,15 +348,6 @@ impl SpanRecord {
             if let Ok(name) = HeaderName::from_bytes(c.name.as_str().as_bytes()) {
                 c.name = name;
             }
-            header(&mut c.value);
-        }
-        for e in &mut self.events {
-            for (_, v) in &mut e.attributes {
-                value(v);
-            }
-        }
-        for (_, v) in &mut self.attributes {
-            value(v);
         }
     }
 
@@ -659,6 +716,44 @@ mod tests {
         };
         assert!(!inside(h.as_bytes()));
         assert_eq!(s.user_agent.unwrap().as_bytes(), b"aaaaaaaaaa");
+    }
+
+    #[test]
+    fn compact_copies_path_and_authorities_into_one_buffer() {
+        let buffer = bytes::Bytes::from(b"/items?id=7example.com:8080h2load/1s3cr3t".to_vec());
+        let range = buffer.as_ptr() as usize..buffer.as_ptr() as usize + buffer.len();
+        let inside = |b: &[u8]| range.contains(&(b.as_ptr() as usize));
+        let mut s = SpanRecord::start(SpanKind::Server, TraceId::random(), Method::GET);
+        s.path = Some(PathAndQuery::from_maybe_shared(buffer.slice(0..11)).unwrap());
+        s.host = Some(Host::Authority(
+            Authority::from_maybe_shared(buffer.slice(11..27)).unwrap(),
+        ));
+        s.upstream = Some(Authority::from_maybe_shared(buffer.slice(11..27)).unwrap());
+        s.user_agent = Some(HeaderValue::from_maybe_shared(buffer.slice(27..35)).unwrap());
+        let mut secret = HeaderValue::from_maybe_shared(buffer.slice(35..41)).unwrap();
+        secret.set_sensitive(true);
+        s.attributes
+            .push((Cow::Borrowed("secret"), AttrValue::Header(secret)));
+        s.compact();
+        assert_eq!(s.path.as_ref().unwrap().as_str(), "/items?id=7");
+        assert!(!inside(s.path.as_ref().unwrap().as_str().as_bytes()));
+        let Some(Host::Authority(a)) = &s.host else {
+            panic!()
+        };
+        assert_eq!(a.as_str(), "example.com:8080");
+        assert!(!inside(a.as_str().as_bytes()));
+        let upstream = s.upstream.as_ref().unwrap();
+        assert_eq!(upstream.as_str(), "example.com:8080");
+        assert!(!inside(upstream.as_str().as_bytes()));
+        let ua = s.user_agent.as_ref().unwrap();
+        assert_eq!(ua.as_bytes(), b"h2load/1");
+        assert!(!inside(ua.as_bytes()));
+        let AttrValue::Header(h) = &s.attributes[0].1 else {
+            panic!()
+        };
+        assert_eq!(h.as_bytes(), b"s3cr3t");
+        assert!(h.is_sensitive());
+        assert!(!inside(h.as_bytes()));
     }
 
     #[test]
