@@ -6,6 +6,7 @@
 use std::{
     future::Future,
     pin::Pin,
+    sync::{Arc, OnceLock},
     task::{ready, Context, Poll},
     time::Duration,
 };
@@ -18,11 +19,35 @@ use tokio::time::{Instant, Sleep};
 /// A request body from a client.
 pub struct ClientBody<B> {
     inner: B,
+    /// Where the body says how it failed, for a reader that gets its error
+    /// back only as a stream reset (hyper's HTTP/2 client).
+    failure: Option<BodyFailure>,
     /// `None`: the body may pause for as long as it likes.
     idle_timeout: Option<Duration>,
     /// Created the first time the body makes the reader wait, so bodies that
     /// arrive whole (nearly all) never touch the timer wheel.
     idle: Option<Pin<Box<Sleep>>>,
+}
+
+/// How a client's request body failed, once it has: shared between the
+/// body and the request's extensions. hyper's HTTP/2 client keeps a request
+/// body's error to itself and fails the call with the stream reset it sent,
+/// so the forwarder reads the cause here.
+#[derive(Clone, Debug, Default)]
+pub struct BodyFailure(Arc<OnceLock<ClientBodyErrorKind>>);
+
+// === impl BodyFailure ===
+
+impl BodyFailure {
+    /// How the body failed, if it has.
+    pub fn get(&self) -> Option<ClientBodyErrorKind> {
+        self.0.get().copied()
+    }
+
+    fn set(&self, kind: ClientBodyErrorKind) -> filters::Error {
+        let _ = self.0.set(kind);
+        ClientBodyError { kind }.into()
+    }
 }
 
 // === impl ClientBody ===
@@ -33,8 +58,22 @@ impl<B> ClientBody<B> {
     pub fn new(inner: B, idle_timeout: Option<Duration>) -> Self {
         Self {
             inner,
+            failure: None,
             idle_timeout,
             idle: None,
+        }
+    }
+
+    /// Also records how the body fails in `failure`.
+    pub fn reporting(mut self, failure: BodyFailure) -> Self {
+        self.failure = Some(failure);
+        self
+    }
+
+    fn fail(&self, kind: ClientBodyErrorKind) -> filters::Error {
+        match &self.failure {
+            Some(failure) => failure.set(kind),
+            None => ClientBodyError { kind }.into(),
         }
     }
 }
@@ -60,10 +99,7 @@ where
                 Poll::Ready(frame.map(|f| {
                     f.map_err(|e| {
                         tracing::debug!(error = %e, "request body from the client failed");
-                        ClientBodyError {
-                            kind: ClientBodyErrorKind::Framing,
-                        }
-                        .into()
+                        this.fail(ClientBodyErrorKind::Framing)
                     })
                 }))
             }
@@ -75,10 +111,7 @@ where
                     .idle
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 ready!(idle.as_mut().poll(cx));
-                Poll::Ready(Some(Err(ClientBodyError {
-                    kind: ClientBodyErrorKind::Idle(timeout),
-                }
-                .into())))
+                Poll::Ready(Some(Err(this.fail(ClientBodyErrorKind::Idle(timeout)))))
             }
         }
     }

@@ -183,6 +183,37 @@ async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>
     Some(out)
 }
 
+/// A body that stops arriving is the client's 408 whether the app is
+/// reached over HTTP/1.1 or HTTP/2, where hyper reports the body's failure
+/// only as the stream reset it sent (and must not take it for an app that
+/// cannot speak HTTP/2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_is_a_408_over_either_upstream_protocol() {
+    let up = Upstream::echo().await;
+    for protocol in ["http1", "h2c", "auto"] {
+        let proxy = Proxy::from_yaml(&format!(
+            "{SHORT_TIMEOUTS}inbound:\n  upstream_protocol: {protocol}\n"
+        ))
+        .upstream(up.url())
+        .run()
+        .await;
+        let stalled = raw(
+            proxy.inbound,
+            b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nhello",
+        )
+        .await;
+        assert!(
+            stalled.starts_with("HTTP/1.1 408"),
+            "{protocol}: {stalled:?}"
+        );
+        assert!(
+            stalled.contains("x-sidetrace-error: VALIDATION"),
+            "{protocol}: {stalled:?}"
+        );
+        proxy.shutdown();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_idle_and_stalled_connections_are_closed() {
     let up = Upstream::http1_only().await;

@@ -8,6 +8,8 @@ use filters::classify::{
 };
 use http::uri::Authority;
 
+use crate::client_body::BodyFailure;
+
 use hyper_util::client::legacy::connect::CaptureConnection;
 
 use crate::{
@@ -25,7 +27,13 @@ pub(super) enum Failed {
 
 /// The client's own request body broke the call (its framing, or a size
 /// over a `max_body` limit): its fault, not the upstream's.
-pub(super) fn client_body_error(e: &hyper_util::client::legacy::Error) -> Option<filters::Error> {
+///
+/// `failure` is what the client's body said of its failure, which an HTTP/2
+/// upstream call reports only as the reset this side sent.
+pub(super) fn client_body_error(
+    e: &hyper_util::client::legacy::Error,
+    failure: Option<&BodyFailure>,
+) -> Option<filters::Error> {
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(body) = s.downcast_ref::<ClientBodyError>() {
@@ -42,12 +50,10 @@ pub(super) fn client_body_error(e: &hyper_util::client::legacy::Error) -> Option
         // such), not an upstream that cannot speak HTTP/2.
         if let Some(h2) = s.downcast_ref::<h2::Error>() {
             if h2.is_reset() && !h2.is_remote() && !h2.is_library() {
-                return Some(
-                    ClientBodyError {
-                        kind: ClientBodyErrorKind::Framing,
-                    }
-                    .into(),
-                );
+                let kind = failure
+                    .and_then(BodyFailure::get)
+                    .unwrap_or(ClientBodyErrorKind::Framing);
+                return Some(ClientBodyError { kind }.into());
             }
         }
         source = s.source();

@@ -66,6 +66,7 @@ pub use self::{
     headers::{is_grpc, remove_hop_by_hop, strip_hop_by_hop},
 };
 use crate::{
+    client_body::BodyFailure,
     config::{HostPattern, Upstream, UpstreamProtocol},
     connect::LimitedConnector,
     tls::client::{Alpn, ClientTls},
@@ -310,6 +311,7 @@ impl Shared {
         let captured = (tls || !req.body().is_end_stream()).then(|| capture_connection(&mut req));
         let h1_conn = captured.as_ref().filter(|_| !use_h2);
         let replay = Replay::of(&req).filter(|_| !upgrade);
+        let body_failure = req.extensions().get::<BodyFailure>().cloned();
         let result = match self.request(client, req, h1_conn, replay).await {
             Ok(resp) => Ok(resp),
             Err(Failed::Client(e)) => Err(e),
@@ -338,7 +340,7 @@ impl Shared {
                 resp
             }
             Err(e) => {
-                if let Some(client_fault) = client_body_error(&e) {
+                if let Some(client_fault) = client_body_error(&e, body_failure.as_ref()) {
                     return Err(self.fail(recording, client_fault));
                 }
                 let kind = captured

@@ -22,7 +22,7 @@ mod chain;
 
 pub use self::chain::{Chain, ChainError, Chains};
 use crate::{
-    client_body::ClientBody,
+    client_body::{BodyFailure, ClientBody},
     forward::{is_grpc, strip_hop_by_hop},
     logs::LogsConfig,
     rescue::RescueLayer,
@@ -64,7 +64,19 @@ pub fn listener(
             strip_hop_by_hop(&mut req);
             // A gRPC client stream may rightly stay quiet between messages.
             let idle = (!is_grpc(req.headers())).then_some(body_idle_timeout);
-            req.map(|b| ClientBody::new(b, idle).boxed_unsync())
+            // Only a request with a body can fail by it: others pay nothing.
+            let failure = (!hyper::body::Body::is_end_stream(req.body())).then(|| {
+                let failure = BodyFailure::default();
+                req.extensions_mut().insert(failure.clone());
+                failure
+            });
+            req.map(|b| {
+                let body = ClientBody::new(b, idle);
+                match failure {
+                    Some(failure) => body.reporting(failure).boxed_unsync(),
+                    None => body.boxed_unsync(),
+                }
+            })
         })
         // Observe: RED metrics, the span (context in, span, context out,
         // `x-trace-id`), the service graph and the access log, in one layer
