@@ -115,35 +115,14 @@ impl FilterConfig {
 }
 
 /// Builds the configured chain over `inner`, first filter outermost,
-/// recording nothing.
+/// recording nothing (a chain that records, and keeps its filters across
+/// reloads, is a [`BuiltChain`](crate::chain::BuiltChain)).
 pub fn build_chain(
     filters: &[FilterConfig],
     inner: crate::HttpService,
 ) -> Result<crate::HttpService, (usize, ConfigError)> {
-    build_chain_recording(filters, inner, &FilterMetrics::default())
-}
-
-/// Builds the configured chain over `inner`, first filter outermost, each
-/// filter recording what it does into `metrics` (the chain's).
-pub fn build_chain_recording(
-    filters: &[FilterConfig],
-    inner: crate::HttpService,
-    metrics: &FilterMetrics,
-) -> Result<crate::HttpService, (usize, ConfigError)> {
-    let mut layers = Vec::with_capacity(filters.len());
-    for (i, f) in filters.iter().enumerate() {
-        let path = format!("filters[{i}].{}", f.name());
-        let cx = BuildContext {
-            metrics: metrics.for_filter(&path),
-            path,
-        };
-        f.validate().map_err(|e| (i, e))?;
-        layers.push(f.layer(&cx).map_err(|e| (i, e))?);
-    }
-    Ok(layers
-        .into_iter()
-        .rev()
-        .fold(inner, |svc, layer| tower::Layer::layer(&layer, svc)))
+    crate::chain::BuiltChain::build(filters, &FilterMetrics::default(), None)
+        .map(|chain| chain.wrap(inner))
 }
 
 #[cfg(test)]
