@@ -121,9 +121,7 @@ impl Telemetry {
         // Metrics over OTLP: the text /metrics serves, pushed from the export
         // runtime with the spans' resource, with the exemplars of both sides.
         let source = prometheus.clone();
-        let red: Vec<Arc<HttpMetrics>> = std::iter::once(server.clone())
-            .chain(outbound.clone())
-            .collect();
+        let red = both_sides(&server, &outbound);
         let metrics_push = MetricsPush::start(
             &settings.metrics.export,
             env,
@@ -153,9 +151,7 @@ impl Telemetry {
 
     /// The RED metrics `/debug/red` reads: both sides' requests.
     pub(super) fn red(&self) -> Vec<Arc<HttpMetrics>> {
-        std::iter::once(self.server.clone())
-            .chain(self.outbound.clone())
-            .collect()
+        both_sides(&self.server, &self.outbound)
     }
 
     /// The gauge `name` with `labels`.
@@ -177,6 +173,16 @@ impl Telemetry {
         self.recorder
             .register_counter(&key(name, labels), &metadata())
     }
+}
+
+/// The inbound requests' metrics and the app's calls', when measured.
+fn both_sides(
+    server: &Arc<HttpMetrics>,
+    outbound: &Option<Arc<HttpMetrics>>,
+) -> Vec<Arc<HttpMetrics>> {
+    std::iter::once(server.clone())
+        .chain(outbound.clone())
+        .collect()
 }
 
 fn key(name: &'static str, labels: &[(&'static str, &'static str)]) -> Key {
