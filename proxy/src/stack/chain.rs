@@ -260,6 +260,24 @@ mod tests {
         serde_saphyr::from_str(yaml).unwrap()
     }
 
+    /// The chains of `filters` and `routes`, taking state from `previous`.
+    fn chains(
+        filters: &[FilterConfig],
+        routes: &[RouteConfig],
+        previous: Option<&Chains>,
+    ) -> Chains {
+        let table = RouteTable::from_config(routes);
+        Chains::build(
+            filters,
+            routes,
+            &table,
+            forward(),
+            FilterMetrics::default(),
+            previous,
+        )
+        .unwrap()
+    }
+
     fn request(path: &str, route: Option<&Arc<Route>>) -> Request<()> {
         let mut req = Request::get(path).body(()).unwrap();
         if let Some(route) = route {
@@ -274,16 +292,8 @@ mod tests {
             "- { prefix: /a, name: a, filters: [ { timeout: { request: 1s } } ] }\n\
              - { prefix: /b, name: b }\n",
         );
-        let table = RouteTable::from_config(&config);
-        let chains = Chains::build(
-            &[],
-            &config,
-            &table,
-            forward(),
-            FilterMetrics::default(),
-            None,
-        )
-        .unwrap();
+        let chains = chains(&[], &config, None);
+        let table = chains.table.clone();
         let a = table.lookup(&request("/a", None)).unwrap();
         assert!(std::ptr::eq(
             chains.policy(&request("/a", Some(a))),
@@ -328,16 +338,7 @@ mod tests {
              - { prefix: /b, name: b, filters: [] }\n\
              - { prefix: /c, name: c, inherit: true, filters: [ { timeout: { request: 1s } } ] }\n",
         );
-        let table = RouteTable::from_config(&config);
-        let first = Chains::build(
-            &filters,
-            &config,
-            &table,
-            forward(),
-            FilterMetrics::default(),
-            None,
-        )
-        .unwrap();
+        let first = chains(&filters, &config, None);
         assert!(
             matches!(first.routes[0], Policy::Filters(_)),
             "the default chain"
@@ -349,16 +350,7 @@ mod tests {
              - { prefix: /b, name: b, filters: [] }\n\
              - { prefix: /c, name: renamed, inherit: true, filters: [ { timeout: { request: 1s } } ] }\n",
         );
-        let table = RouteTable::from_config(&changed);
-        let next = Chains::build(
-            &filters,
-            &changed,
-            &table,
-            forward(),
-            FilterMetrics::default(),
-            Some(&first),
-        )
-        .unwrap();
+        let next = chains(&filters, &changed, Some(&first));
         assert_eq!(
             next.kept(),
             (1, 2),
